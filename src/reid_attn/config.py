@@ -1,0 +1,65 @@
+"""Early validation of a composed config: one clear error per bad value, before any work."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from reid_attn.data.datamodule import DATASETS
+from reid_attn.metrics.distance import DISTANCE_NAMES
+from reid_attn.models.attention import ATTENTION_NAMES
+from reid_attn.models.head import CLASSIFIER_NAMES
+
+
+class ConfigError(ValueError):
+    """A config value is missing or out of range; the message names it and what is allowed."""
+
+
+def _choice(value: object, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not valid; allowed values: {', '.join(allowed)}")
+
+
+def _at_least(value: float, bound: float, key: str, strict: bool = False) -> None:
+    if value < bound or (strict and value == bound):
+        relation = ">" if strict else ">="
+        raise ConfigError(f"{key}={value} is out of range; it must be {relation} {bound}")
+
+
+def validate_model_config(cfg: DictConfig) -> None:
+    """Check ``model``, ``loss`` and ``evaluation`` sections."""
+    _choice(cfg.model.attention, ATTENTION_NAMES, "model.attention (attention=...)")
+    if cfg.model.last_stride not in (1, 2):
+        raise ConfigError(f"model.last_stride={cfg.model.last_stride}; allowed values: 1, 2")
+    loss = cfg.loss
+    _choice(loss.classifier, CLASSIFIER_NAMES, "loss.classifier")
+    for key in ("ce_weight", "triplet_weight", "circle_pair_weight", "triplet_margin",
+                "circle_pair_margin", "label_smoothing"):
+        _at_least(loss[key], 0.0, f"loss.{key}")
+    if loss.ce_weight + loss.triplet_weight + loss.circle_pair_weight <= 0:
+        raise ConfigError("loss: at least one of ce_weight, triplet_weight, circle_pair_weight must be > 0")
+    _at_least(loss.scale, 0.0, "loss.scale", strict=True)
+    if not 0 <= loss.margin < 1 or not loss.label_smoothing < 1:
+        raise ConfigError("loss.margin and loss.label_smoothing must lie in [0, 1)")
+    _choice(cfg.evaluation.distance, DISTANCE_NAMES, "evaluation.distance")
+    _at_least(cfg.evaluation.max_rank, 1, "evaluation.max_rank")
+
+
+def validate_data_config(data: DictConfig) -> None:
+    """Check the ``data`` section."""
+    _choice(data.name, tuple(DATASETS), "data.name (data=...)")
+    for key in ("height", "width", "num_identities", "num_instances", "eval_batch_size"):
+        _at_least(data[key], 1, f"data.{key}")
+    for key in ("val_identities", "num_workers", "pad"):
+        _at_least(data[key], 0, f"data.{key}")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Check everything :func:`reid_attn.train.train` reads; raise :class:`ConfigError`."""
+    validate_model_config(cfg)
+    validate_data_config(cfg.data)
+    _at_least(cfg.optimizer.lr, 0.0, "optimizer.lr", strict=True)
+    _at_least(cfg.trainer.max_epochs, 1, "trainer.max_epochs")
+    sched = cfg.scheduler
+    _at_least(sched.warmup_epochs, 0, "scheduler.warmup_epochs")
+    if not 0 < sched.warmup_factor <= 1:
+        raise ConfigError(f"scheduler.warmup_factor={sched.warmup_factor}; it must lie in (0, 1]")

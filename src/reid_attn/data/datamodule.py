@@ -1,0 +1,128 @@
+"""LightningDataModule: PK-sampled training loader, query+gallery loaders for val and test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from reid_attn.data.datasets import Item, Market1501
+from reid_attn.data.image_dataset import ReIDImageDataset
+from reid_attn.data.sampler import PKSampler
+from reid_attn.data.synthetic import SyntheticSpec, generate_synthetic_market
+from reid_attn.data.transforms import build_test_transform, build_train_transform
+
+DATASETS = {"synthetic": Market1501, "market1501": Market1501}
+
+
+def split_validation(train: list[Item], num_val_ids: int) -> tuple[list[Item], list[Item], list[Item]]:
+    """Hold out the last ``num_val_ids`` training identities as a validation retrieval set.
+
+    Returns ``(train, val_query, val_gallery)``: train is relabelled to ``0..N-1``; for each
+    held-out identity and camera the first image is a query and the others are gallery images.
+    """
+    pids = sorted({pid for _, pid, _ in train})
+    if num_val_ids < 0 or num_val_ids > len(pids) - 2:
+        raise ValueError(
+            f"data.val_identities must be in [0, {len(pids) - 2}] for {len(pids)} training "
+            f"identities, got {num_val_ids}"
+        )
+    held = set(pids[len(pids) - num_val_ids :])
+    keep = [item for item in train if item[1] not in held]
+    labels = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in keep}))}
+    query, gallery, seen = [], [], set()
+    for item in train:
+        if item[1] in held:
+            key = (item[1], item[2])
+            (gallery if key in seen else query).append(item)
+            seen.add(key)
+    return [(p, labels[pid], c) for p, pid, c in keep], query, gallery
+
+
+class ReIDDataModule(pl.LightningDataModule):
+    """Builds the dataset named ``name`` and serves train / val / test loaders.
+
+    val and test loaders yield query images first, then gallery images, each batch
+    ``(images, pids, camids, is_query)``.
+    """
+
+    def __init__(
+        self,
+        name: str = "synthetic",
+        root: str = "~/.cache/reid_attn",
+        height: int = 128,
+        width: int = 64,
+        num_identities: int = 16,
+        num_instances: int = 4,
+        val_identities: int = 0,
+        num_workers: int = 2,
+        eval_batch_size: int = 128,
+        flip_prob: float = 0.5,
+        pad: int = 10,
+        erasing_prob: float = 0.5,
+        seed: int = 0,
+        synthetic: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        self.name = name
+        self.root = root
+        self.height, self.width = height, width
+        self.num_identities, self.num_instances = num_identities, num_instances
+        self.val_identities = val_identities
+        self.num_workers = num_workers
+        self.eval_batch_size = eval_batch_size
+        self.train_transform = build_train_transform(height, width, flip_prob, pad, erasing_prob)
+        self.test_transform = build_test_transform(height, width)
+        self.seed = seed
+        self.synthetic = SyntheticSpec(**(synthetic or {}))
+        self.dataset: Market1501 | None = None
+
+    def dataset_root(self) -> Path:
+        """The folder the parser reads (generating the synthetic data there if needed)."""
+        if self.name == "synthetic":
+            return generate_synthetic_market(self.root, self.synthetic)
+        return Path(self.root).expanduser()
+
+    def prepare_data(self) -> None:
+        self.dataset_root()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        self.dataset = DATASETS[self.name](self.dataset_root())
+        self.train_items, self.val_query, self.val_gallery = split_validation(
+            self.dataset.train, self.val_identities
+        )
+        self.num_classes = len({pid for _, pid, _ in self.train_items})
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = ReIDImageDataset(self.train_items, self.train_transform)
+        sampler = PKSampler(
+            [pid for _, pid, _ in self.train_items],
+            self.num_identities,
+            self.num_instances,
+            seed=self.seed,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=sampler.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _retrieval_loader(self, query: list[Item], gallery: list[Item]) -> DataLoader:
+        dataset = ReIDImageDataset(query + gallery, self.test_transform, num_query=len(query))
+        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_query:
+            return []
+        return self._retrieval_loader(self.val_query, self.val_gallery)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._retrieval_loader(self.dataset.query, self.dataset.gallery)

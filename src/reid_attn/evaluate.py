@@ -1,0 +1,64 @@
+"""``python -m reid_attn.evaluate ckpt_path=PATH [data=...]``: test a checkpoint alone."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from reid_attn.config import validate_data_config
+from reid_attn.data import ReIDDataModule
+from reid_attn.module import ReIDModule
+from reid_attn.run_files import format_metrics, load_checkpoint, write_metrics
+from reid_attn.train import USER_ERRORS
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuild the module from ``cfg.ckpt_path`` (its saved hyper-parameters), test it on the
+    checkpoint's data (or ``cfg.data`` when given), write ``metrics.json`` to ``cfg.output_dir``."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    hparams = checkpoint["hyper_parameters"]
+    if cfg.get("data") is not None:
+        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    elif hparams.get("data"):
+        data_cfg = dict(hparams["data"])
+    else:
+        raise ValueError(f"{cfg.ckpt_path} stores no data config; pass data=... on the command line")
+    validate_data_config(OmegaConf.create(data_cfg))
+    module = ReIDModule(**hparams)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{cfg.ckpt_path} does not match the model its hyper-parameters describe "
+            f"(attention={hparams['model'].get('attention')}): {exc}"
+        ) from exc
+    datamodule = ReIDDataModule(**data_cfg)
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    results = module.test_results
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics(results, output_dir)
+    print(f"test ({data_cfg['name']}, {cfg.ckpt_path}): {format_metrics(results)}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Console entry point (``reid-attn-evaluate``)."""
+    try:
+        evaluate(cfg)
+    except USER_ERRORS as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Batch-hard triplet loss (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss", 2017)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_MIN_SQUARED_DISTANCE = 1e-12
+
+
+def _validate_features_labels(features: Tensor, labels: Tensor) -> None:
+    """Check that ``features`` is ``(B, D)`` and ``labels`` is ``(B,)``; raise ValueError if not."""
+    if features.dim() != 2:
+        raise ValueError(f"features must have shape (B, D), got {tuple(features.shape)}")
+    if labels.shape != features.shape[:1]:
+        raise ValueError(
+            f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}"
+        )
+
+
+def _euclidean_distances(features: Tensor) -> Tensor:
+    """Pairwise Euclidean distances between rows.
+
+    The squared distance ``|x|^2 + |y|^2 - 2 x.y`` is clamped to at least ``1e-12``
+    before the square root, so the gradient stays finite for coincident points
+    (including the diagonal).
+
+    Args:
+        features: Embeddings, shape ``(B, D)``.
+
+    Returns:
+        Distances, shape ``(B, B)``, in feature-space units (diagonal ~ ``1e-6``).
+    """
+    squared_norms = features.pow(2).sum(dim=1)
+    squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * features @ features.t()
+    return squared.clamp_min(_MIN_SQUARED_DISTANCE).sqrt()
+
+
+def triplet_loss(
+    features: Tensor, labels: Tensor, margin: float = 0.3, soft_margin: bool = False
+) -> Tensor:
+    """Batch-hard triplet loss.
+
+    For every anchor ``a`` the hardest positive (largest distance to another sample with
+    the same label) and the hardest negative (smallest distance to a sample with a
+    different label) are mined inside the batch. The per-anchor loss is
+    ``relu(d_ap - d_an + margin)``, or ``softplus(d_ap - d_an)`` when ``soft_margin`` is
+    set (``margin`` is then ignored). Anchors lacking a positive or a negative are skipped.
+
+    Args:
+        features: Embeddings, shape ``(B, D)``; distances are Euclidean, not normalised.
+        labels: Identity labels, shape ``(B,)``, any integer dtype.
+        margin: Hard-margin value in feature-space distance units, must be ``>= 0``.
+        soft_margin: Use the soft-plus formulation instead of the hinge.
+
+    Returns:
+        Scalar tensor: the mean loss over valid anchors. If no anchor is valid, returns
+        ``0 * features.sum()`` so that the result is still attached to the graph.
+
+    Raises:
+        ValueError: If ``margin < 0`` or the shapes are inconsistent.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    _validate_features_labels(features, labels)
+
+    dist = _euclidean_distances(features)
+    batch = features.shape[0]
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(batch, dtype=torch.bool, device=features.device)
+    pos_mask = same & ~eye
+    neg_mask = ~same
+    valid = pos_mask.any(dim=1) & neg_mask.any(dim=1)
+    if not bool(valid.any()):
+        return features.sum() * 0.0
+
+    # Restrict to valid anchors first so that no row is entirely +-inf.
+    dist_v = dist[valid]
+    d_ap = dist_v.masked_fill(~pos_mask[valid], float("-inf")).max(dim=1).values
+    d_an = dist_v.masked_fill(~neg_mask[valid], float("inf")).min(dim=1).values
+
+    per_anchor = F.softplus(d_ap - d_an) if soft_margin else F.relu(d_ap - d_an + margin)
+    return per_anchor.mean()

@@ -1,0 +1,151 @@
+"""Attention modules that plug into a ResNet bottleneck after bn3.
+
+* :class:`SqueezeExcite` — Hu et al., CVPR 2018.
+* :class:`EfficientChannelAttention` — Wang et al., CVPR 2020 (ECA-Net).
+* :class:`CBAM` — Woo et al., ECCV 2018: channel attention, then spatial attention.
+
+All modules map a feature map ``(B, C, H, W)`` to a re-weighted map of the same shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+ATTENTION_NAMES = ("none", "se", "eca", "cbam")
+
+
+def _reduced_channels(channels: int, reduction: int) -> int:
+    if reduction < 1:
+        raise ValueError(f"reduction must be >= 1, got {reduction}")
+    return max(1, channels // reduction)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: global average pool, FC-ReLU-FC, sigmoid, channel re-weighting.
+
+    Parameters: ``2 * C * (C // r) + C // r + C`` (two 1x1 convs with bias).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = _reduced_channels(channels, reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def channel_weights(self, x: Tensor) -> Tensor:
+        """Per-channel weights in (0, 1), shape ``(B, C, 1, 1)``."""
+        return torch.sigmoid(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.channel_weights(x)
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, beta: int = 1) -> int:
+    """ECA's adaptive kernel size: the odd integer nearest above ``|log2(C)/gamma + beta/gamma|``."""
+    k = int(abs(math.log2(channels) / gamma + beta / gamma))
+    return k if k % 2 else k + 1
+
+
+class EfficientChannelAttention(nn.Module):
+    """ECA: global average pool, 1-D convolution across channels (no reduction), sigmoid.
+
+    Parameters: ``k`` with ``k = eca_kernel_size(C)`` (one conv without bias).
+    """
+
+    def __init__(self, channels: int, gamma: int = 2, beta: int = 1) -> None:
+        super().__init__()
+        k = eca_kernel_size(channels, gamma, beta)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=k // 2, bias=False)
+
+    def channel_weights(self, x: Tensor) -> Tensor:
+        """Per-channel weights in (0, 1), shape ``(B, C, 1, 1)``."""
+        pooled = x.mean((2, 3))  # (B, C)
+        return torch.sigmoid(self.conv(pooled.unsqueeze(1))).view(x.shape[0], -1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.channel_weights(x)
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``, shape ``(B, C, 1, 1)``.
+
+    The MLP is shared: two 1x1 convs ``C -> C/r -> C`` with a ReLU between them.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = _reduced_channels(channels, reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch = x.shape[0]
+        # Both descriptors go through the shared MLP in one call.
+        pooled = torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)])
+        out = self.fc2(self.act(self.fc1(pooled)))
+        return torch.sigmoid(out[:batch] + out[batch:])
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: ``sigmoid(conv7x7([max_c(x); mean_c(x)]))``, shape ``(B, 1, H, W)``."""
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"spatial kernel_size must be a positive odd number, got {kernel_size}")
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.conv(pooled))
+
+
+class CBAM(nn.Module):
+    """Convolutional block attention: ``F' = M_c(F) * F``, then ``F'' = M_s(F') * F'``."""
+
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7) -> None:
+        super().__init__()
+        self.channel = ChannelAttention(channels, reduction)
+        self.spatial = SpatialAttention(spatial_kernel)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * self.channel(x)
+        return x * self.spatial(x)
+
+
+def create_attention(name: str, channels: int, **kwargs: int) -> nn.Module:
+    """Build the attention module called ``name`` for a ``channels``-channel feature map.
+
+    Args:
+        name: one of ``"none"``, ``"se"``, ``"eca"``, ``"cbam"``.
+        channels: number of input (= output) channels ``C``.
+        kwargs: module options (``reduction`` for se/cbam, ``spatial_kernel`` for cbam,
+            ``gamma``/``beta`` for eca).
+
+    Returns:
+        A module mapping ``(B, C, H, W)`` to ``(B, C, H, W)`` (``nn.Identity`` for ``"none"``).
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the valid names) or bad options.
+    """
+    builders = {
+        "none": nn.Identity,
+        "se": SqueezeExcite,
+        "eca": EfficientChannelAttention,
+        "cbam": CBAM,
+    }
+    if name not in builders:
+        raise ValueError(
+            f"unknown attention {name!r}; valid names: {', '.join(ATTENTION_NAMES)}"
+        )
+    if name == "none":
+        return nn.Identity()
+    try:
+        return builders[name](channels, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad options for attention {name!r}: {exc}") from exc

@@ -1,0 +1,133 @@
+"""ReIDModule: the LightningModule that trains the re-id network with the configured losses."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from reid_attn.losses import cross_entropy_loss, pairwise_circle_loss, triplet_loss
+from reid_attn.metrics import ReIDMetric
+from reid_attn.models import build_reid_net
+
+METRIC_NAMES = ("rank1", "rank5", "rank10", "mAP", "mINP")
+
+
+def warmup_step_factor(
+    epoch: int, warmup_epochs: int, warmup_factor: float, milestones: list[int], gamma: float
+) -> float:
+    """Learning-rate multiplier at ``epoch`` (0-based): linear warm-up from ``warmup_factor``
+    to 1 over ``warmup_epochs``, then multiplied by ``gamma`` at each milestone passed."""
+    if epoch < warmup_epochs:
+        return warmup_factor + (1.0 - warmup_factor) * epoch / warmup_epochs
+    return gamma ** bisect_right(sorted(milestones), epoch)
+
+
+class ReIDModule(pl.LightningModule):
+    """Trains :func:`build_reid_net` with CE (linear or circle classifier), triplet and
+    pairwise-circle terms; evaluates retrieval (CMC, mAP, mINP) on val and test loaders.
+
+    All arguments are plain containers (saved as hyper-parameters, so a checkpoint rebuilds the
+    module alone): ``model`` (attention, attention_kwargs, last_stride), ``loss`` (see
+    ``conf/loss``), ``optimizer`` (a ``_partial_`` Hydra target), ``scheduler`` (warm-up and step
+    decay), ``evaluation`` (distance, max_rank), ``data`` (the data config it was trained on).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        model: dict,
+        loss: dict,
+        optimizer: dict,
+        scheduler: dict,
+        evaluation: dict,
+        data: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.loss_cfg = loss
+        self.net = build_reid_net(
+            num_classes,
+            attention=model["attention"],
+            attention_kwargs=model.get("attention_kwargs") or {},
+            last_stride=model.get("last_stride", 1),
+            classifier=loss["classifier"],
+            scale=loss.get("scale", 64.0),
+            margin=loss.get("margin", 0.35),
+        )
+        self.val_metric = ReIDMetric(evaluation["distance"], evaluation["max_rank"])
+        self.test_metric = ReIDMetric(evaluation["distance"], evaluation["max_rank"])
+        self.test_results: dict[str, Any] = {}
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Retrieval embeddings ``(B, 2048)`` of images ``(B, 3, H, W)``."""
+        return self.net.embed(images)
+
+    def compute_losses(self, outputs: dict[str, Tensor], pids: Tensor) -> dict[str, Tensor]:
+        """Each weighted loss term under its own name, plus ``loss`` (their sum)."""
+        cfg = self.loss_cfg
+        terms: dict[str, Tensor] = {}
+        if cfg["ce_weight"] > 0:
+            terms["loss_ce"] = cfg["ce_weight"] * cross_entropy_loss(
+                outputs["logits"], pids, cfg.get("label_smoothing", 0.0)
+            )
+        if cfg["triplet_weight"] > 0:
+            terms["loss_triplet"] = cfg["triplet_weight"] * triplet_loss(
+                outputs["global"], pids, cfg["triplet_margin"], cfg.get("soft_margin", False)
+            )
+        if cfg.get("circle_pair_weight", 0) > 0:
+            terms["loss_circle_pair"] = cfg["circle_pair_weight"] * pairwise_circle_loss(
+                outputs["embedding"], pids, cfg["circle_pair_margin"], cfg["circle_pair_gamma"]
+            )
+        terms["loss"] = torch.stack(list(terms.values())).sum()
+        return terms
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        images, pids, _camids, _ = batch
+        outputs = self.net(images, pids)
+        terms = self.compute_losses(outputs, pids)
+        accuracy = (outputs["logits"].argmax(1) == pids).float().mean()
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True, on_epoch=True)
+        self.log("train/acc", accuracy, on_epoch=True)
+        return terms["loss"]
+
+    def _update_metric(self, metric: ReIDMetric, batch: tuple[Tensor, ...]) -> None:
+        images, pids, camids, is_query = batch
+        metric.update(self(images), pids, camids, is_query)
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self._update_metric(self.val_metric, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_metric.compute()
+        self.log_dict({f"val/{k}": result[k].float() for k in METRIC_NAMES}, prog_bar=True)
+        self.val_metric.reset()
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self._update_metric(self.test_metric, batch)
+
+    def on_test_epoch_end(self) -> None:
+        result = self.test_metric.compute()
+        self.log_dict({f"test/{k}": result[k].float() for k in METRIC_NAMES})
+        self.test_results = {k: float(result[k]) for k in METRIC_NAMES}
+        self.test_results["cmc"] = result["cmc"].tolist()
+        self.test_metric.reset()
+
+    def configure_optimizers(self) -> dict:
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        sched = self.hparams.scheduler
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda epoch: warmup_step_factor(
+                epoch,
+                sched["warmup_epochs"],
+                sched["warmup_factor"],
+                list(sched["milestones"]),
+                sched["gamma"],
+            ),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
