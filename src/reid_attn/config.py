@@ -32,11 +32,19 @@ def validate_model_config(cfg: DictConfig) -> None:
         raise ConfigError(f"model.last_stride={cfg.model.last_stride}; allowed values: 1, 2")
     loss = cfg.loss
     _choice(loss.classifier, CLASSIFIER_NAMES, "loss.classifier")
-    for key in ("ce_weight", "triplet_weight", "circle_pair_weight", "triplet_margin",
-                "circle_pair_margin", "label_smoothing"):
+    for key in (
+        "ce_weight",
+        "triplet_weight",
+        "circle_pair_weight",
+        "triplet_margin",
+        "circle_pair_margin",
+        "label_smoothing",
+    ):
         _at_least(loss[key], 0.0, f"loss.{key}")
     if loss.ce_weight + loss.triplet_weight + loss.circle_pair_weight <= 0:
-        raise ConfigError("loss: at least one of ce_weight, triplet_weight, circle_pair_weight must be > 0")
+        raise ConfigError(
+            "loss: at least one of ce_weight, triplet_weight, circle_pair_weight must be > 0"
+        )
     _at_least(loss.scale, 0.0, "loss.scale", strict=True)
     if not 0 <= loss.margin < 1 or not loss.label_smoothing < 1:
         raise ConfigError("loss.margin and loss.label_smoothing must lie in [0, 1)")

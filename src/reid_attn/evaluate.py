@@ -27,7 +27,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     elif hparams.get("data"):
         data_cfg = dict(hparams["data"])
     else:
-        raise ValueError(f"{cfg.ckpt_path} stores no data config; pass data=... on the command line")
+        raise ValueError(
+            f"{cfg.ckpt_path} stores no data config; pass data=... on the command line"
+        )
     validate_data_config(OmegaConf.create(data_cfg))
     module = ReIDModule(**hparams)
     try:
@@ -39,7 +41,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         ) from exc
     datamodule = ReIDDataModule(**data_cfg)
     trainer = pl.Trainer(
-        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
         enable_progress_bar=False,
     )
     trainer.test(module, datamodule=datamodule, verbose=False)

@@ -90,7 +90,7 @@ class ReIDModule(pl.LightningModule):
         images, pids, _camids, _ = batch
         outputs = self.net(images, pids)
         terms = self.compute_losses(outputs, pids)
-        accuracy = (outputs["logits"].argmax(1) == pids).float().mean()
+        accuracy = (outputs["scores"].argmax(1) == pids).float().mean()
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True, on_epoch=True)
         self.log("train/acc", accuracy, on_epoch=True)
         return terms["loss"]
@@ -130,4 +130,7 @@ class ReIDModule(pl.LightningModule):
                 sched["gamma"],
             ),
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -25,7 +25,13 @@ def write_metrics(results: dict[str, Any], output_dir: str | Path) -> Path:
 
 def format_metrics(results: dict[str, Any]) -> str:
     """One line: ``Rank-1 92.40% | Rank-5 ... | mAP 79.70% | mINP ...``."""
-    names = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP", "mINP": "mINP"}
+    names = {
+        "rank1": "Rank-1",
+        "rank5": "Rank-5",
+        "rank10": "Rank-10",
+        "mAP": "mAP",
+        "mINP": "mINP",
+    }
     return " | ".join(f"{names[k]} {100 * results[k]:.2f}%" for k in METRIC_KEYS)
 
 

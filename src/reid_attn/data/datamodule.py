@@ -16,7 +16,9 @@ from reid_attn.data.transforms import build_test_transform, build_train_transfor
 DATASETS = {"synthetic": Market1501, "market1501": Market1501}
 
 
-def split_validation(train: list[Item], num_val_ids: int) -> tuple[list[Item], list[Item], list[Item]]:
+def split_validation(
+    train: list[Item], num_val_ids: int
+) -> tuple[list[Item], list[Item], list[Item]]:
     """Hold out the last ``num_val_ids`` training identities as a validation retrieval set.
 
     Returns ``(train, val_query, val_gallery)``: train is relabelled to ``0..N-1``; for each

@@ -46,7 +46,11 @@ class Market1501:
         self.train = self._relabel(train)
         self.query = self._parse(self.query_dir)
         self.gallery = self._parse(self.gallery_dir)
-        for split, items in (("train", self.train), ("query", self.query), ("gallery", self.gallery)):
+        for split, items in (
+            ("train", self.train),
+            ("query", self.query),
+            ("gallery", self.gallery),
+        ):
             if not items:
                 raise DatasetError(f"{self.name}: the {split} split in {self.root} has no images")
         if verbose:
@@ -63,7 +67,8 @@ class Market1501:
                 f"{self._expected_layout()}\n(nothing is downloaded automatically; set data.root)"
             )
         missing = [
-            d for d in (self.train_dir, self.query_dir, self.gallery_dir)
+            d
+            for d in (self.train_dir, self.query_dir, self.gallery_dir)
             if not (self.root / d).is_dir()
         ]
         if missing:
@@ -90,8 +95,7 @@ class Market1501:
                 raise DatasetError(f"{self.name}: invalid person id {pid} in {path}")
             if not 1 <= camera <= self.num_cameras:
                 raise DatasetError(
-                    f"{self.name}: camera {camera} in {path} is out of range "
-                    f"1..{self.num_cameras}"
+                    f"{self.name}: camera {camera} in {path} is out of range 1..{self.num_cameras}"
                 )
             items.append((str(path), pid, camera - 1))
         return items
@@ -113,7 +117,11 @@ class Market1501:
             "  subset   | # ids | # images | # cameras",
             "  ---------+-------+----------+----------",
         ]
-        for split, items in (("train", self.train), ("query", self.query), ("gallery", self.gallery)):
+        for split, items in (
+            ("train", self.train),
+            ("query", self.query),
+            ("gallery", self.gallery),
+        ):
             ids = len({pid for _, pid, _ in items})
             cams = len({camid for _, _, camid in items})
             lines.append(f"  {split:<8} | {ids:5d} | {len(items):8d} | {cams:9d}")

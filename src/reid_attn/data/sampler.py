@@ -52,8 +52,8 @@ class PKSampler(Sampler[int]):
                 f"the dataset has {len(by_pid)}"
             )
         distributed = dist.is_available() and dist.is_initialized()
-        self.world_size = world_size if world_size is not None else (
-            dist.get_world_size() if distributed else 1
+        self.world_size = (
+            world_size if world_size is not None else (dist.get_world_size() if distributed else 1)
         )
         self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
         if not 0 <= self.rank < self.world_size:
@@ -83,7 +83,7 @@ class PKSampler(Sampler[int]):
         return [shuffled[i : i + k] for i in range(0, usable, k)]
 
     def global_batches(self) -> list[np.ndarray]:
-        """All batches of the current epoch, before splitting across ranks: arrays of P*K indices."""
+        """All batches of the current epoch before the split across ranks (P*K indices each)."""
         if self._cache is not None and self._cache[0] == self.epoch:
             return self._cache[1]
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -94,10 +94,14 @@ class PKSampler(Sampler[int]):
         while remaining.sum() > 0:
             available = np.flatnonzero(remaining)
             if len(available) >= p:
-                chosen = rng.choice(available, p, replace=False, p=remaining[available] / remaining[available].sum())
+                chosen = rng.choice(
+                    available, p, replace=False, p=remaining[available] / remaining[available].sum()
+                )
             else:
                 others = np.setdiff1d(np.arange(len(chunks)), available)
-                chosen = np.concatenate([available, rng.choice(others, p - len(available), replace=False)])
+                chosen = np.concatenate(
+                    [available, rng.choice(others, p - len(available), replace=False)]
+                )
             batch = []
             for pid in chosen:
                 if remaining[pid] > 0:

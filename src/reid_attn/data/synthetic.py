@@ -49,8 +49,14 @@ class SyntheticSpec:
                 f"<= num_cameras, got {self.min_cameras_per_id}, {self.max_cameras_per_id}, "
                 f"{self.num_cameras}"
             )
-        if self.num_cameras > 9:
-            raise ValueError(f"num_cameras must be <= 9, got {self.num_cameras}")
+        if self.num_cameras > 6:
+            raise ValueError(
+                f"num_cameras must be <= 6 (Market-1501 layout), got {self.num_cameras}"
+            )
+        if self.height < 64 or self.width < 32:
+            raise ValueError(
+                f"synthetic images must be at least 64x32 pixels, got {self.height}x{self.width}"
+            )
         if self.images_per_camera < 2:
             raise ValueError("images_per_camera must be >= 2 (one query and one gallery image)")
 
@@ -86,7 +92,9 @@ def _camera(rng: np.random.Generator) -> dict:
     }
 
 
-def _render(person: dict, camera: dict, spec: SyntheticSpec, rng: np.random.Generator) -> Image.Image:
+def _render(
+    person: dict, camera: dict, spec: SyntheticSpec, rng: np.random.Generator
+) -> Image.Image:
     h, w = spec.height, spec.width
     img = Image.new("RGB", (w, h), tuple(int(c) for c in camera["background"]))
     draw = ImageDraw.Draw(img)
@@ -114,20 +122,28 @@ def _render(person: dict, camera: dict, spec: SyntheticSpec, rng: np.random.Gene
         for y in np.arange(neck + 3, waist, 6):
             draw.rectangle([cx - half, y, cx + half, y + 2], fill=fill(person["accent"]))
     elif person["pattern"] == 2:
-        draw.rectangle([cx - half * 0.25, neck, cx + half * 0.25, waist], fill=fill(person["accent"]))
+        draw.rectangle(
+            [cx - half * 0.25, neck, cx + half * 0.25, waist], fill=fill(person["accent"])
+        )
     elif person["pattern"] == 3:
         draw.rectangle([cx, neck, cx + half, waist], fill=fill(person["accent"]))
     leg_w = half * 0.45
     stride = rng.uniform(0, half * 0.4)
-    draw.rectangle([cx - half * 0.9 - stride, waist, cx - half * 0.9 + leg_w, feet], fill=fill(person["lower"]))
-    draw.rectangle([cx + half * 0.9 - leg_w, waist, cx + half * 0.9 + stride, feet], fill=fill(person["lower"]))
+    draw.rectangle(
+        [cx - half * 0.9 - stride, waist, cx - half * 0.9 + leg_w, feet], fill=fill(person["lower"])
+    )
+    draw.rectangle(
+        [cx + half * 0.9 - leg_w, waist, cx + half * 0.9 + stride, feet], fill=fill(person["lower"])
+    )
     if person["bag"]:
         side = 1 if rng.random() < 0.5 else -1
         bx = cx + side * half
         draw.rectangle([bx - 5, neck + 6, bx + 5, waist - 4], fill=fill(person["accent"] * 0.5))
     if rng.random() < spec.occlusion_prob:
         oy = rng.uniform(0.4, 0.8) * h
-        draw.rectangle([0, oy, w, oy + rng.uniform(0.15, 0.3) * h], fill=fill(camera["texture"] + 60))
+        draw.rectangle(
+            [0, oy, w, oy + rng.uniform(0.15, 0.3) * h], fill=fill(camera["texture"] + 60)
+        )
     pixels = np.asarray(img, dtype=np.float32) * camera["gain"] + camera["brightness"]
     pixels += rng.normal(0.0, spec.noise_std, size=pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -178,7 +194,13 @@ def generate_synthetic_market(root: str | Path, spec: SyntheticSpec | None = Non
         for _ in range(count):
             frame += 1
             camid = int(rng.integers(spec.num_cameras))
-            _write(dirs["bounding_box_test"], pid, camid, frame, _render(_identity(rng), cameras[camid], spec, rng))
+            _write(
+                dirs["bounding_box_test"],
+                pid,
+                camid,
+                frame,
+                _render(_identity(rng), cameras[camid], spec, rng),
+            )
     (tmp / MANIFEST).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

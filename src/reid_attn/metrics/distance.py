@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -26,5 +25,3 @@ def compute_distance(query: Tensor, gallery: Tensor, metric: str = "euclidean") 
         - 2.0 * query @ gallery.t()
     )
     return squared.clamp_min(0.0)
-
-

@@ -45,7 +45,11 @@ class ReIDMetric(Metric):
         pids, camids, is_query = _cat(self.pids), _cat(self.camids), _cat(self.is_query)
         distmat = compute_distance(features[is_query], features[~is_query], self.distance)
         result = evaluate_rank(
-            distmat, pids[is_query], pids[~is_query], camids[is_query], camids[~is_query],
+            distmat,
+            pids[is_query],
+            pids[~is_query],
+            camids[is_query],
+            camids[~is_query],
             max_rank=self.max_rank,
         )
         cmc = torch.as_tensor(result["cmc"], dtype=torch.float64)

@@ -45,7 +45,7 @@ class SqueezeExcite(nn.Module):
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, beta: int = 1) -> int:
-    """ECA's adaptive kernel size: the odd integer nearest above ``|log2(C)/gamma + beta/gamma|``."""
+    """ECA's adaptive kernel size: ``int(|log2(C)/gamma + beta/gamma|)``, made odd (+1)."""
     k = int(abs(math.log2(channels) / gamma + beta / gamma))
     return k if k % 2 else k + 1
 
@@ -71,7 +71,7 @@ class EfficientChannelAttention(nn.Module):
 
 
 class ChannelAttention(nn.Module):
-    """CBAM channel attention: ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``, shape ``(B, C, 1, 1)``.
+    """CBAM channel map ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``, shape ``(B, C, 1, 1)``.
 
     The MLP is shared: two 1x1 convs ``C -> C/r -> C`` with a ReLU between them.
     """
@@ -92,12 +92,14 @@ class ChannelAttention(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """CBAM spatial attention: ``sigmoid(conv7x7([max_c(x); mean_c(x)]))``, shape ``(B, 1, H, W)``."""
+    """CBAM spatial map ``sigmoid(conv7x7([max_c(x); mean_c(x)]))``, shape ``(B, 1, H, W)``."""
 
     def __init__(self, kernel_size: int = 7) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"spatial kernel_size must be a positive odd number, got {kernel_size}")
+            raise ValueError(
+                f"spatial kernel_size must be a positive odd number, got {kernel_size}"
+            )
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -140,10 +142,10 @@ def create_attention(name: str, channels: int, **kwargs: int) -> nn.Module:
         "cbam": CBAM,
     }
     if name not in builders:
-        raise ValueError(
-            f"unknown attention {name!r}; valid names: {', '.join(ATTENTION_NAMES)}"
-        )
+        raise ValueError(f"unknown attention {name!r}; valid names: {', '.join(ATTENTION_NAMES)}")
     if name == "none":
+        if kwargs:
+            raise ValueError(f"attention 'none' takes no options, got {sorted(kwargs)}")
         return nn.Identity()
     try:
         return builders[name](channels, **kwargs)

@@ -14,7 +14,9 @@ class BNNeckHead(nn.Module):
 
     ``forward(feature_map, targets)`` returns a dict with
     ``global`` (B, D) pooled feature (triplet loss), ``embedding`` (B, D) BN feature
-    (retrieval) and ``logits`` (B, num_classes) from the classifier applied to the BN feature.
+    (retrieval), ``logits`` (B, num_classes) for the classification loss (circle: re-weighted
+    with margins when ``targets`` are given) and ``scores`` (B, num_classes), the plain class
+    scores (circle: ``scale * cosine``) for accuracy.
     """
 
     def __init__(
@@ -47,8 +49,8 @@ class BNNeckHead(nn.Module):
     def forward(self, feature_map: Tensor, targets: Tensor | None = None) -> dict[str, Tensor]:
         pooled = self.pool(feature_map).flatten(1)
         embedding = self.bnneck(pooled)
-        if self.classifier_name == "circle":
+        scores = self.classifier(embedding)
+        logits = scores
+        if self.classifier_name == "circle" and targets is not None:
             logits = self.classifier(embedding, targets)
-        else:
-            logits = self.classifier(embedding)
-        return {"global": pooled, "embedding": embedding, "logits": logits}
+        return {"global": pooled, "embedding": embedding, "logits": logits, "scores": scores}

@@ -10,7 +10,8 @@ from reid_attn.models.resnet import ResNet50
 
 class ReIDNet(nn.Module):
     """``forward(images (B,3,H,W), targets (B,) | None)`` -> dict of ``global``, ``embedding``,
-    ``logits``; :meth:`embed` gives only the retrieval embedding ``(B, 2048)``."""
+    ``logits``, ``scores`` (see :class:`BNNeckHead`); :meth:`embed` gives only the retrieval
+    embedding ``(B, 2048)``."""
 
     def __init__(self, backbone: ResNet50, head: BNNeckHead) -> None:
         super().__init__()

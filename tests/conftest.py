@@ -1,0 +1,50 @@
+"""Shared fixtures: compose the real Hydra configs with all outputs under tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import reid_attn
+
+CONF_DIR = Path(reid_attn.__file__).parent / "conf"
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` with ``overrides`` (no Hydra run needed)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+@pytest.fixture
+def train_cfg_factory(tmp_path: Path):
+    """Build a fast train config (``debug=fast``) writing into ``tmp_path``."""
+
+    def make(*overrides: str, run: str = "run") -> DictConfig:
+        return compose_config("train", [*fast_train_overrides(tmp_path, run), *overrides])
+
+    return make
+
+
+@pytest.fixture
+def compose_cfg():
+    """The :func:`compose_config` function, as a fixture."""
+    return compose_config
+
+
+def fast_train_overrides(root: Path, run: str = "run") -> list[str]:
+    """Overrides of a seconds-long training run whose files all land under ``root``."""
+    return ["debug=fast", f"output_dir={root / run}", f"data.root={root / 'data'}"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One tiny CBAM + joint_circle training run shared by the tests: (run dir, test metrics)."""
+    from reid_attn.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    cfg = compose_config("train", fast_train_overrides(root))
+    return Path(cfg.output_dir), train(cfg)

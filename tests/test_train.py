@@ -1,0 +1,183 @@
+"""End to end: compose real configs, train -> checkpoint -> evaluate, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import MissingConfigException
+
+from reid_attn.config import ConfigError
+from reid_attn.data import DatasetError
+from reid_attn.evaluate import evaluate
+from reid_attn.run_files import METRIC_KEYS, CheckpointError, load_checkpoint
+from reid_attn.train import train
+
+
+def test_train_writes_metrics_checkpoints_config_and_logs(trained_run) -> None:
+    run_dir, results = trained_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) == {*METRIC_KEYS, "cmc"}
+    for key in METRIC_KEYS:
+        assert 0.0 <= metrics[key] <= 1.0
+        assert metrics[key] == pytest.approx(results[key])
+    assert metrics["rank1"] <= metrics["rank5"] <= metrics["rank10"]
+    assert metrics["rank1"] == metrics["cmc"][0] and len(metrics["cmc"]) == 50
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+    assert "attention: cbam" in (run_dir / "config.yaml").read_text()
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for column in (
+        "train/loss_ce_epoch",
+        "train/loss_triplet_epoch",
+        "train/loss_epoch",
+        "val/mAP",
+        "test/rank1",
+    ):
+        assert column in header
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_checkpoint_loads_weights_only_with_plain_hyperparameters(trained_run) -> None:
+    run_dir, _ = trained_run
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["model"]["attention"] == "cbam"
+    assert hparams["loss"]["classifier"] == "circle"
+    assert hparams["data"]["name"] == "synthetic"
+
+
+def test_evaluate_reproduces_training_metrics_exactly(trained_run, compose_cfg, tmp_path) -> None:
+    run_dir, results = trained_run
+    cfg = compose_cfg(
+        "evaluate",
+        [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"output_dir={tmp_path}"],
+    )
+    reloaded = evaluate(cfg)
+    for key in METRIC_KEYS:
+        assert reloaded[key] == results[key]
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", ["none", "se", "eca", "cbam"])
+@pytest.mark.parametrize("loss", ["ce", "ce_tri", "joint_circle"])
+def test_every_combination_trains_end_to_end(train_cfg_factory, attention, loss) -> None:
+    results = train(train_cfg_factory(f"attention={attention}", f"loss={loss}"))
+    assert all(0.0 <= results[k] <= 1.0 for k in METRIC_KEYS)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("group", ["attention", "loss", "data", "trainer"])
+def test_unknown_group_value_lists_the_choices(compose_cfg, group) -> None:
+    with pytest.raises(MissingConfigException) as info:
+        compose_cfg("train", [f"{group}=bogus", "output_dir=unused"])
+    message = str(info.value)
+    assert f"Available options in '{group}'" in message
+    expected = {
+        "attention": ["cbam", "eca", "none", "se"],
+        "loss": ["ce", "ce_tri", "joint_circle"],
+        "data": ["market1501", "synthetic"],
+        "trainer": ["cpu", "gpu"],
+    }[group]
+    for option in expected:
+        assert option in message
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.attention=foo", "allowed values: none, se, eca, cbam"),
+        ("loss.classifier=arc", "allowed values: linear, circle"),
+        ("data.name=cuhk03", "allowed values: synthetic, market1501"),
+        ("evaluation.distance=l1", "allowed values: euclidean, cosine"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is out of range"),
+        ("loss.triplet_margin=-0.3", "loss.triplet_margin=-0.3 is out of range"),
+        ("model.last_stride=3", "allowed values: 1, 2"),
+        ("loss.ce_weight=0", "at least one of"),
+        ("data.num_instances=0", "data.num_instances=0 is out of range"),
+    ],
+)
+def test_bad_values_fail_before_any_work(train_cfg_factory, override, expected) -> None:
+    extra = ["loss.triplet_weight=0"] if "ce_weight" in override else []
+    cfg = train_cfg_factory(override, *extra)
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(")):
+        train(cfg)
+    assert not (Path(cfg.output_dir) / "checkpoints").exists()
+
+
+def test_missing_dataset_root_names_the_expected_layout(train_cfg_factory, tmp_path) -> None:
+    cfg = train_cfg_factory("data=market1501", f"data.root={tmp_path / 'nowhere'}")
+    with pytest.raises(DatasetError, match="does not exist") as info:
+        train(cfg)
+    assert "bounding_box_train" in str(info.value) and "query" in str(info.value)
+
+
+def test_non_market_folder_is_rejected(train_cfg_factory, tmp_path) -> None:
+    (tmp_path / "images").mkdir()
+    cfg = train_cfg_factory("data=market1501", f"data.root={tmp_path}")
+    with pytest.raises(
+        DatasetError, match="is not a market1501 folder: missing bounding_box_train"
+    ):
+        train(cfg)
+
+
+def test_too_many_identities_per_batch(train_cfg_factory) -> None:
+    with pytest.raises(ValueError, match="at least num_identities=50"):
+        train(train_cfg_factory("data.num_identities=50"))
+
+
+def test_checkpoint_errors(trained_run, tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    run_dir, _ = trained_run
+    data = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 0.1}}, foreign)
+    with pytest.raises(CheckpointError, match="not a reid-attn checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_checkpoint_of_another_attention_type_is_named(trained_run, compose_cfg, tmp_path):
+    run_dir, _ = trained_run
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["model"]["attention"] = "se"
+    checkpoint["hyper_parameters"]["model"]["attention_kwargs"] = {"reduction": 16}
+    edited = tmp_path / "edited.ckpt"
+    torch.save(checkpoint, edited)
+    cfg = compose_cfg("evaluate", [f"ckpt_path={edited}", f"output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=r"does not match the model .*attention=se"):
+        evaluate(cfg)
+
+
+def test_command_line_error_is_one_clear_line(tmp_path) -> None:
+    env = {**os.environ, "REID_ATTN_CACHE": str(tmp_path / "data")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reid_attn.train",
+            "model.attention=foo",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "error: model.attention (attention=...)='foo' is not valid" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
