@@ -1,0 +1,177 @@
+"""``python -m reid_attn.extract ckpt_path=PATH images=DIR [out=feats.pt]``: embed a folder.
+
+Every image in ``DIR`` (sorted by name) goes through the checkpoint's test transform (resize to
+the checkpoint's ``data.height x data.width``, normalise) and the network's retrieval embedding
+in batches; the result is saved with :func:`torch.save` as ``{"features": (N, 2048) float32,
+"paths": [str] * N, "pids": (N,) int64, "camids": (N,) int64}``. Identities and 0-based
+cameras come from Market-1501-style names (``0002_c1s1_000451_03.jpg`` -> pid 2, camid 0),
+``-1`` where a name does not carry them.
+
+The helpers here (:func:`load_module`, :func:`embed_items`, ...) are shared by
+:mod:`reid_attn.visualize` and :mod:`reid_attn.export`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from rich.progress import track
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError, Item, Market1501
+from reid_attn.data.image_dataset import ReIDImageDataset
+from reid_attn.data.transforms import build_test_transform
+from reid_attn.module import ReIDModule
+from reid_attn.run_files import load_checkpoint
+from reid_attn.train import USER_ERRORS
+
+ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
+
+
+def load_module(ckpt_path: str | Path) -> ReIDModule:
+    """Rebuild :class:`ReIDModule` from a checkpoint's hyper-parameters, load its weights and
+    switch it to eval mode. Raises ``CheckpointError`` (missing / unreadable file) or
+    ``ValueError`` (weights that do not fit the described model)."""
+    checkpoint = load_checkpoint(ckpt_path)
+    hparams = checkpoint["hyper_parameters"]
+    module = ReIDModule(**hparams)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{ckpt_path} does not match the model its hyper-parameters describe "
+            f"(attention={hparams['model'].get('attention')}): {exc}"
+        ) from exc
+    return module.eval()
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """``cpu``, ``cuda``/``gpu`` (error when no GPU is visible) or ``auto`` (GPU if any)."""
+    if accelerator not in ACCELERATORS:
+        raise ValueError(
+            f"accelerator={accelerator!r} is not valid; allowed values: {', '.join(ACCELERATORS)}"
+        )
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if accelerator in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"accelerator={accelerator} but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def input_size(module: ReIDModule, height: int | None, width: int | None) -> tuple[int, int]:
+    """``(height, width)`` the network sees: the overrides when given, else the checkpoint's
+    data config. Raises ``ValueError`` when neither says."""
+    data = module.hparams.get("data") or {}
+    size = (height or data.get("height"), width or data.get("width"))
+    if not all(size):
+        raise ValueError(
+            "the checkpoint stores no data.height/data.width; pass height=... width=..."
+        )
+    if min(size) < 1:
+        raise ValueError(f"height and width must be >= 1, got {size}")
+    return int(size[0]), int(size[1])
+
+
+def parse_market_name(name: str) -> tuple[int, int]:
+    """``(pid, camid)`` from a Market-1501-style file name (``0002_c1s1_000451_03.jpg`` ->
+    ``(2, 0)``, camid 0-based); ``-1`` for whatever the name does not carry."""
+    match = Market1501.file_pattern.match(Path(name).name)
+    if match is None:
+        return -1, -1
+    camera = int(match.group(2))
+    return int(match.group(1)), camera - 1 if camera >= 1 else -1
+
+
+def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Image files (``.jpg .jpeg .png``) in ``folder`` (and below with ``recursive``), sorted.
+    Raises ``DatasetError`` when the folder is missing or holds no image."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist")
+    candidates = root.rglob("*") if recursive else root.iterdir()
+    paths = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        where = "in or below" if recursive else "in"
+        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) {where} {root}")
+    return paths
+
+
+@torch.inference_mode()
+def embed_items(
+    module: ReIDModule,
+    items: Sequence[Item],
+    size: tuple[int, int],
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    description: str = "embedding",
+) -> Tensor:
+    """Retrieval embeddings of ``items`` (``(path, pid, camid)``) with the test transform at
+    ``size = (height, width)``: a float32 CPU tensor ``(N, 2048)`` in item order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dataset = ReIDImageDataset(items, build_test_transform(*size))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    module = module.to(device).eval()
+    chunks = []
+    for images, *_ in track(loader, description=description, disable=not progress):
+        chunks.append(module(images.to(device)).float().cpu())
+    return torch.cat(chunks)
+
+
+def extract(cfg: DictConfig) -> dict[str, Any]:
+    """Embed every image of ``cfg.images`` with ``cfg.ckpt_path`` and save the dict described
+    in the module docstring to ``cfg.out``; return it."""
+    paths = list_images(cfg.images, cfg.recursive)
+    module = load_module(cfg.ckpt_path)
+    size = input_size(module, cfg.height, cfg.width)
+    ids = [parse_market_name(p.name) for p in paths]
+    items = [(str(p), pid, camid) for p, (pid, camid) in zip(paths, ids, strict=True)]
+    features = embed_items(
+        module,
+        items,
+        size,
+        cfg.batch_size,
+        cfg.num_workers,
+        resolve_device(cfg.accelerator),
+        cfg.progress_bar,
+        description=f"embedding {len(items)} images",
+    )
+    result = {
+        "features": features,
+        "paths": [str(p) for p in paths],
+        "pids": torch.tensor([pid for pid, _ in ids], dtype=torch.int64),
+        "camids": torch.tensor([camid for _, camid in ids], dtype=torch.int64),
+    }
+    out = Path(cfg.out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(result, out)
+    named = sum(pid != -1 for pid, _ in ids)
+    print(
+        f"embedded {len(paths)} images from {cfg.images} at {size[0]}x{size[1]} -> "
+        f"features {tuple(features.shape)} ({named} names carry an identity); saved to {out}"
+    )
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="extract")
+def main(cfg: DictConfig) -> None:
+    """Console entry point."""
+    try:
+        extract(cfg)
+    except USER_ERRORS as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()
