@@ -522,9 +522,9 @@ def test_datamodule_without_val_identities(small_root: Path) -> None:
 
 def test_datamodule_unknown_name() -> None:
     with pytest.raises(ValueError) as info:
-        ReIDDataModule(name="dukemtmc")
+        ReIDDataModule(name="cuhk03")
     message = str(info.value)
-    assert "dukemtmc" in message
+    assert "cuhk03" in message
     for name in DATASETS:
         assert name in message
 

@@ -8,6 +8,7 @@ from reid_attn.data.datamodule import DATASETS
 from reid_attn.metrics.distance import DISTANCE_NAMES
 from reid_attn.models.attention import ATTENTION_NAMES
 from reid_attn.models.head import CLASSIFIER_NAMES
+from reid_attn.models.pretrained import PRETRAINED_NAMES
 
 
 class ConfigError(ValueError):
@@ -28,6 +29,8 @@ def _at_least(value: float, bound: float, key: str, strict: bool = False) -> Non
 def validate_model_config(cfg: DictConfig) -> None:
     """Check ``model``, ``loss`` and ``evaluation`` sections."""
     _choice(cfg.model.attention, ATTENTION_NAMES, "model.attention (attention=...)")
+    if cfg.model.get("pretrained") is not None:
+        _choice(cfg.model.pretrained, PRETRAINED_NAMES, "model.pretrained")
     if cfg.model.last_stride not in (1, 2):
         raise ConfigError(f"model.last_stride={cfg.model.last_stride}; allowed values: 1, 2")
     loss = cfg.loss

@@ -15,10 +15,11 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from reid_attn.config import ConfigError, validate_train_config
 from reid_attn.data import DatasetError, ReIDDataModule
+from reid_attn.models.pretrained import PretrainedWeightsError, load_imagenet_weights
 from reid_attn.module import ReIDModule
 from reid_attn.run_files import CheckpointError, format_metrics, write_metrics
 
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError, ValueError)
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, PretrainedWeightsError, ValueError)
 
 
 def build_trainer(
@@ -75,6 +76,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
         data=data_cfg,
     )
+    if cfg.model.get("pretrained"):
+        report = load_imagenet_weights(module.net.backbone, cfg.model.get("pretrained_path"))
+        print(
+            f"loaded ImageNet weights: {len(report['missing'])} attention tensors left at their "
+            f"initialisation, ignored {report['unexpected']}"
+        )
     monitor = cfg.checkpoint.monitor if datamodule.val_query else None
     trainer, checkpoint = build_trainer(cfg.trainer, output_dir, monitor, cfg.checkpoint.mode)
     trainer.fit(module, datamodule=datamodule)

@@ -7,13 +7,18 @@ from pathlib import Path
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from reid_attn.data.datasets import Item, Market1501
-from reid_attn.data.image_dataset import ReIDImageDataset
+from reid_attn.data.datasets import MSMT17, DukeMTMC, Item, Market1501
+from reid_attn.data.image_dataset import ReIDImageDataset, read_image
 from reid_attn.data.sampler import PKSampler
 from reid_attn.data.synthetic import SyntheticSpec, generate_synthetic_market
 from reid_attn.data.transforms import build_test_transform, build_train_transform
 
-DATASETS = {"synthetic": Market1501, "market1501": Market1501}
+DATASETS = {
+    "synthetic": Market1501,
+    "market1501": Market1501,
+    "dukemtmc": DukeMTMC,
+    "msmt17": MSMT17,
+}
 
 
 def split_validation(
@@ -64,6 +69,7 @@ class ReIDDataModule(pl.LightningDataModule):
         pad: int = 10,
         erasing_prob: float = 0.5,
         seed: int = 0,
+        verify_images: bool = False,
         synthetic: dict | None = None,
     ) -> None:
         super().__init__()
@@ -79,6 +85,7 @@ class ReIDDataModule(pl.LightningDataModule):
         self.train_transform = build_train_transform(height, width, flip_prob, pad, erasing_prob)
         self.test_transform = build_test_transform(height, width)
         self.seed = seed
+        self.verify_images = verify_images
         self.synthetic = SyntheticSpec(**(synthetic or {}))
         self.dataset: Market1501 | None = None
 
@@ -94,11 +101,21 @@ class ReIDDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        self.dataset = DATASETS[self.name](self.dataset_root())
+        self.dataset = DATASETS[self.name](
+            self.dataset_root(), check_counts=self.name != "synthetic"
+        )
+        if self.verify_images:
+            self.check_images()
         self.train_items, self.val_query, self.val_gallery = split_validation(
             self.dataset.train, self.val_identities
         )
         self.num_classes = len({pid for _, pid, _ in self.train_items})
+
+    def check_images(self) -> None:
+        """Decode every image once; the first unreadable one raises DatasetError with its path."""
+        for split in ("train", "query", "gallery"):
+            for path, _, _ in getattr(self.dataset, split):
+                read_image(path)
 
     def train_dataloader(self) -> DataLoader:
         dataset = ReIDImageDataset(self.train_items, self.train_transform)

@@ -1,9 +1,12 @@
 """A deterministic synthetic person re-id dataset written in the Market-1501 layout.
 
-Every identity has its own clothing (upper/lower colours, a pattern, a bag, body shape);
-every camera its own background, illumination and colour cast; every image its own pose
-jitter, scale, noise and occasional occluder. The Market-1501 parser reads the result, so
-the whole pipeline runs with no download.
+Every identity has its own clothing drawn from a small shared palette (upper and lower
+colours, sleeves, shorts, a pattern, shoes, hair, hat, backpack, handbag) and body shape;
+every camera its own background clutter, illumination, colour cast, blur and mix of
+viewpoints (front, back, side change what is visible); every image its own pose, scale and
+crop jitter, stride, noise and occasional occluder. Because colours repeat across identities,
+a colour histogram is a weak matcher and the layout has to be learned. The Market-1501
+parser reads the result, so the whole pipeline runs with no download.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 MANIFEST = "synthetic.json"
 
@@ -65,31 +68,68 @@ class SyntheticSpec:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    hue, sat, val = rng.random(), rng.uniform(0.35, 1.0), rng.uniform(0.3, 1.0)
-    return np.array(colorsys.hsv_to_rgb(hue, sat, val)) * 255
+# Clothing comes from a small palette, so many identities share the same colours and differ
+# only in where they wear them (a colour histogram cannot tell them apart; layout can).
+PALETTE = np.array(
+    [
+        [200, 30, 35],
+        [30, 60, 170],
+        [25, 25, 30],
+        [225, 225, 220],
+        [120, 120, 125],
+        [40, 130, 60],
+        [220, 190, 40],
+        [120, 75, 40],
+        [20, 30, 80],
+        [220, 120, 160],
+    ],
+    dtype=np.float64,
+)
+VIEWS = ("front", "back", "side")
+
+
+def _palette_colour(rng: np.random.Generator) -> np.ndarray:
+    return PALETTE[rng.integers(len(PALETTE))] + rng.normal(0.0, 8.0, size=3)
 
 
 def _identity(rng: np.random.Generator) -> dict:
     return {
-        "upper": _random_colour(rng),
-        "lower": _random_colour(rng),
-        "accent": _random_colour(rng),
-        "skin": np.array([rng.uniform(90, 240), rng.uniform(60, 190), rng.uniform(40, 160)]),
-        "pattern": int(rng.integers(0, 4)),  # solid, h-stripes, v-stripe, two-tone
-        "bag": bool(rng.random() < 0.4),
-        "build": float(rng.uniform(0.7, 1.0)),  # shoulder width fraction
-        "legs": float(rng.uniform(0.4, 0.5)),  # leg length fraction
+        "upper": _palette_colour(rng),
+        "lower": _palette_colour(rng),
+        "accent": _palette_colour(rng),
+        "shoes": _palette_colour(rng) * 0.6,
+        "hair": PALETTE[[2, 7, 6, 4][rng.integers(4)]] * rng.uniform(0.6, 1.0),
+        "skin": np.array([rng.uniform(150, 235), rng.uniform(105, 185), rng.uniform(80, 150)]),
+        "pattern": int(rng.integers(0, 5)),  # solid, h-stripes, v-stripe, open jacket, logo
+        "short_sleeves": bool(rng.random() < 0.4),
+        "shorts": bool(rng.random() < 0.25),
+        "backpack": _palette_colour(rng) if rng.random() < 0.35 else None,
+        "handbag": _palette_colour(rng) if rng.random() < 0.25 else None,
+        "hat": _palette_colour(rng) if rng.random() < 0.2 else None,
+        "build": float(rng.uniform(0.75, 1.0)),  # shoulder width fraction
+        "legs": float(rng.uniform(0.42, 0.5)),  # leg length fraction of the height
     }
 
 
 def _camera(rng: np.random.Generator) -> dict:
+    hue = rng.random()
     return {
-        "background": _random_colour(rng) * 0.6 + 40,
-        "texture": _random_colour(rng) * 0.5,
-        "gain": rng.uniform(0.7, 1.25, size=3),
-        "brightness": rng.uniform(-25, 25),
+        "background": np.array(
+            colorsys.hsv_to_rgb(hue, rng.uniform(0.1, 0.5), rng.uniform(0.3, 0.8))
+        )
+        * 255,
+        "clutter": [_palette_colour(rng) * rng.uniform(0.5, 1.0) for _ in range(4)],
+        "gain": rng.uniform(0.65, 1.3, size=3),  # colour cast
+        "brightness": rng.uniform(-30, 30),
+        "blur": float(rng.uniform(0.0, 1.2)),
+        "views": rng.dirichlet(np.ones(3)),  # how often this camera sees front/back/side
     }
+
+
+def _box(draw: ImageDraw.ImageDraw, x0: float, y0: float, x1: float, y1: float, colour) -> None:
+    draw.rectangle(
+        [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], fill=tuple(int(c) for c in colour)
+    )
 
 
 def _render(
@@ -98,54 +138,119 @@ def _render(
     h, w = spec.height, spec.width
     img = Image.new("RGB", (w, h), tuple(int(c) for c in camera["background"]))
     draw = ImageDraw.Draw(img)
-    for _ in range(3):  # background clutter
-        x0, y0 = rng.integers(0, w), rng.integers(0, h)
-        draw.rectangle(
-            [x0, y0, x0 + rng.integers(4, w // 2), y0 + rng.integers(4, h // 3)],
-            fill=tuple(int(c) for c in camera["texture"]),
-        )
-    scale = rng.uniform(0.8, 1.0)
-    ph, cx = h * scale, w / 2 + rng.uniform(-0.12, 0.12) * w
-    top = (h - ph) * rng.uniform(0.2, 0.8)
-    half = person["build"] * w * 0.32 * scale
+    for _ in range(int(rng.integers(2, 6))):  # background clutter
+        x0, y0 = rng.uniform(-w / 4, w), rng.uniform(-h / 4, h)
+        colour = camera["clutter"][rng.integers(len(camera["clutter"]))]
+        _box(draw, x0, y0, x0 + rng.uniform(4, w / 2), y0 + rng.uniform(4, h / 3), colour)
+    view = VIEWS[rng.choice(3, p=camera["views"])]
+    scale = rng.uniform(0.78, 1.0)
+    ph = h * scale
+    cx = w / 2 + rng.uniform(-0.15, 0.15) * w
+    top = (h - ph) * rng.uniform(0.1, 0.9)
+    half = person["build"] * w * 0.3 * scale * (0.65 if view == "side" else 1.0)
     head_r = ph * 0.075
     neck = top + 2 * head_r
-    waist = neck + ph * (0.95 - person["legs"] - 0.15)
-    feet = top + ph * 0.98
+    waist = neck + ph * (0.95 - person["legs"] - 0.17)
+    feet = top + ph * 0.97
+    knee = waist + (feet - waist) * 0.5
+    arm_w = max(2.0, half * 0.3)
 
-    def fill(c: np.ndarray) -> tuple[int, int, int]:
-        return tuple(int(v) for v in c)
-
-    draw.ellipse([cx - head_r, top, cx + head_r, neck], fill=fill(person["skin"]))
-    draw.rectangle([cx - half, neck, cx + half, waist], fill=fill(person["upper"]))
-    if person["pattern"] == 1:
-        for y in np.arange(neck + 3, waist, 6):
-            draw.rectangle([cx - half, y, cx + half, y + 2], fill=fill(person["accent"]))
-    elif person["pattern"] == 2:
-        draw.rectangle(
-            [cx - half * 0.25, neck, cx + half * 0.25, waist], fill=fill(person["accent"])
+    # head, hair, hat
+    face = person["hair"] if view == "back" else person["skin"]
+    draw.ellipse([cx - head_r, top, cx + head_r, neck], fill=tuple(int(c) for c in face))
+    _box(draw, cx - head_r, top, cx + head_r, top + head_r * 0.6, person["hair"])
+    if person["hat"] is not None:
+        _box(
+            draw,
+            cx - head_r * 1.2,
+            top - head_r * 0.2,
+            cx + head_r * 1.2,
+            top + head_r * 0.5,
+            person["hat"],
         )
-    elif person["pattern"] == 3:
-        draw.rectangle([cx, neck, cx + half, waist], fill=fill(person["accent"]))
+    # legs and shoes (drawn before the torso), stride varies per image
+    stride = rng.uniform(0, half * 0.5)
     leg_w = half * 0.45
-    stride = rng.uniform(0, half * 0.4)
-    draw.rectangle(
-        [cx - half * 0.9 - stride, waist, cx - half * 0.9 + leg_w, feet], fill=fill(person["lower"])
-    )
-    draw.rectangle(
-        [cx + half * 0.9 - leg_w, waist, cx + half * 0.9 + stride, feet], fill=fill(person["lower"])
-    )
-    if person["bag"]:
-        side = 1 if rng.random() < 0.5 else -1
-        bx = cx + side * half
-        draw.rectangle([bx - 5, neck + 6, bx + 5, waist - 4], fill=fill(person["accent"] * 0.5))
-    if rng.random() < spec.occlusion_prob:
-        oy = rng.uniform(0.4, 0.8) * h
-        draw.rectangle(
-            [0, oy, w, oy + rng.uniform(0.15, 0.3) * h], fill=fill(camera["texture"] + 60)
+    for side in (-1, 1):
+        x_hip = cx + side * half * 0.5
+        x_foot = x_hip + side * stride
+        lower_end = knee if person["shorts"] else feet
+        _box(draw, x_hip - leg_w / 2, waist, x_foot + leg_w / 2, lower_end, person["lower"])
+        if person["shorts"]:
+            _box(draw, x_foot - leg_w / 2.5, knee, x_foot + leg_w / 2.5, feet, person["skin"])
+        _box(draw, x_foot - leg_w / 2, feet - ph * 0.03, x_foot + leg_w / 2, feet, person["shoes"])
+    # torso with its pattern
+    _box(draw, cx - half, neck, cx + half, waist, person["upper"])
+    pattern, accent = person["pattern"], person["accent"]
+    if pattern == 1:
+        for y in np.arange(neck + 3, waist, max(4.0, ph / 22)):
+            _box(draw, cx - half, y, cx + half, y + max(1.0, ph / 60), accent)
+    elif pattern == 2:
+        _box(draw, cx - half * 0.25, neck, cx + half * 0.25, waist, accent)
+    elif pattern == 3 and view == "front":  # open jacket shows the shirt
+        _box(draw, cx - half * 0.35, neck, cx + half * 0.35, waist, accent)
+    elif pattern == 4 and view == "front":  # chest logo
+        _box(draw, cx - half * 0.4, neck + ph * 0.05, cx + half * 0.4, neck + ph * 0.14, accent)
+    # arms (one visible from the side)
+    sides = (1,) if view == "side" else (-1, 1)
+    swing = rng.uniform(-0.15, 0.15) * ph
+    for side in sides:
+        x = cx + side * (half + arm_w / 2) if view != "side" else cx + swing * 0.3
+        elbow = neck + (waist - neck) * 0.55
+        sleeve_end = elbow if person["short_sleeves"] else waist
+        _box(draw, x - arm_w / 2, neck, x + arm_w / 2, sleeve_end, person["upper"])
+        _box(draw, x - arm_w / 2, sleeve_end, x + arm_w / 2, waist + ph * 0.05, person["skin"])
+    # bags: a backpack covers the back, shows as straps from the front and an edge from the side
+    if person["backpack"] is not None:
+        if view == "back":
+            _box(
+                draw,
+                cx - half * 0.8,
+                neck + ph * 0.03,
+                cx + half * 0.8,
+                waist - ph * 0.02,
+                person["backpack"],
+            )
+        elif view == "front":
+            for side in (-1, 1):
+                _box(
+                    draw,
+                    cx + side * half * 0.6,
+                    neck,
+                    cx + side * half * 0.45,
+                    waist - ph * 0.05,
+                    person["backpack"],
+                )
+        else:
+            _box(
+                draw,
+                cx - half * 1.6,
+                neck + ph * 0.03,
+                cx - half,
+                waist - ph * 0.04,
+                person["backpack"],
+            )
+    if person["handbag"] is not None:
+        bx = cx + (half + arm_w) * (1 if rng.random() < 0.5 else -1)
+        _box(
+            draw,
+            bx - ph * 0.04,
+            waist - ph * 0.02,
+            bx + ph * 0.04,
+            waist + ph * 0.09,
+            person["handbag"],
         )
-    pixels = np.asarray(img, dtype=np.float32) * camera["gain"] + camera["brightness"]
-    pixels += rng.normal(0.0, spec.noise_std, size=pixels.shape)
+    if rng.random() < spec.occlusion_prob:  # a passer-by, a pole or a car in front
+        if rng.random() < 0.5:
+            oy = rng.uniform(0.45, 0.8) * h
+            _box(draw, 0, oy, w, oy + rng.uniform(0.15, 0.3) * h, camera["clutter"][0])
+        else:
+            ox = rng.uniform(0, w)
+            _box(draw, ox, 0, ox + rng.uniform(0.15, 0.35) * w, h, camera["clutter"][1])
+    if camera["blur"] > 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(camera["blur"] * rng.uniform(0.6, 1.2)))
+    pixels = np.asarray(img, dtype=np.float32) * camera["gain"] * rng.uniform(0.85, 1.15)
+    pixels += camera["brightness"] + rng.normal(0.0, spec.noise_std, size=pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
