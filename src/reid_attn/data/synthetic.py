@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 MANIFEST = "synthetic.json"
+#: Bumped whenever the renderer changes, so cached folders of older renderers are not reused.
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,11 @@ class SyntheticSpec:
 
     def digest(self) -> str:
         """Short hash of the spec: the cache folder name."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return hashlib.sha1(json.dumps(self.manifest(), sort_keys=True).encode()).hexdigest()[:10]
+
+    def manifest(self) -> dict:
+        """What the cache folder records: the spec and the renderer version."""
+        return {**asdict(self), "generator_version": GENERATOR_VERSION}
 
 
 # Clothing comes from a small palette, so many identities share the same colours and differ
@@ -270,7 +276,7 @@ def generate_synthetic_market(root: str | Path, spec: SyntheticSpec | None = Non
     spec.validate()
     out = Path(root).expanduser() / f"synthetic-{spec.digest()}"
     manifest = out / MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text()) == asdict(spec):
+    if manifest.is_file() and json.loads(manifest.read_text()) == spec.manifest():
         return out
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -306,7 +312,7 @@ def generate_synthetic_market(root: str | Path, spec: SyntheticSpec | None = Non
                 frame,
                 _render(_identity(rng), cameras[camid], spec, rng),
             )
-    (tmp / MANIFEST).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
+    (tmp / MANIFEST).write_text(json.dumps(spec.manifest(), indent=2, sort_keys=True))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
