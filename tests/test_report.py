@@ -156,3 +156,30 @@ def test_multirun_jobs_are_independent_and_reported(tmp_path) -> None:
     rows = collect(sweep)
     assert [r.row for r in rows] == ["tri", "tri_cir"]
     assert (sweep / "tri-seed0" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("preset", "data", "overrides"),
+    [
+        ("paper_market1501", "market1501", []),
+        ("paper_dukemtmc", "dukemtmc", []),
+        ("paper_msmt17", "msmt17", ["trainer=ddp"]),
+        ("ablation_synthetic", "synthetic", []),
+    ],
+)
+def test_presets_compose_and_validate(compose_cfg, preset, data, overrides) -> None:
+    from reid_attn.config import validate_train_config
+
+    cfg = compose_cfg(
+        "train", [f"experiment={preset}", "output_dir=x", "data.root=/data", *overrides]
+    )
+    validate_train_config(cfg)
+    assert cfg.data.name == data
+    if preset.startswith("paper"):
+        assert cfg.model.pretrained == "imagenet" and cfg.model.attention == "cbam"
+        assert (cfg.data.height, cfg.data.width) == (256, 128)
+        assert cfg.data.num_identities * cfg.data.num_instances == 64
+        assert cfg.optimizer.lr == pytest.approx(3.5e-4)
+        assert cfg.trainer.max_epochs == 120 and cfg.trainer.precision == "16-mixed"
+    else:
+        assert cfg.trainer.accelerator == "cpu"
