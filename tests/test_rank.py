@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from reid_attn.metrics import evaluate_rank
+import reid_attn.metrics.rank as rank_module
+from reid_attn.metrics import evaluate_rank, match_ranks
 
 
 def reference_rank(
@@ -188,3 +189,144 @@ def test_shape_validation() -> None:
         evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=0)
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, chunk_size=0)
+
+
+# ------------------------------------------------------------- the counting (no-sort) path
+
+
+def _continuous_case(
+    rng: np.random.Generator, num_q: int, num_g: int, n_ids: int, n_cams: int, dtype=np.float32
+) -> tuple[np.ndarray, ...]:
+    # Real-valued distances (few or no ties): the counting path, not the fallback.
+    distmat = rng.random((num_q, num_g)).astype(dtype)
+    q_pids = rng.integers(1, n_ids + 1, size=num_q)
+    g_pids = rng.integers(0, n_ids + 1, size=num_g)
+    q_camids = rng.integers(0, n_cams, size=num_q)
+    g_camids = rng.integers(0, n_cams, size=num_g)
+    return distmat, q_pids, g_pids, q_camids, g_camids
+
+
+def brute_match_ranks(case: tuple[np.ndarray, ...]) -> list[list[int]]:
+    """Per valid query, the 1-based ranks of its true matches after junk removal (brute force)."""
+    distmat, q_pids, g_pids, q_camids, g_camids = case
+    out = []
+    for i in range(distmat.shape[0]):
+        order = sorted(range(distmat.shape[1]), key=lambda j, i=i: (distmat[i, j], j))
+        kept = [j for j in order if not (g_pids[j] == q_pids[i] and g_camids[j] == q_camids[i])]
+        ranks = [r + 1 for r, j in enumerate(kept) if g_pids[j] == q_pids[i]]
+        if ranks:
+            out.append(ranks)
+    return out
+
+
+def _assert_ranks(case: tuple[np.ndarray, ...], **kw: int) -> None:
+    got = match_ranks(*case, **kw)
+    expected = brute_match_ranks(case)
+    assert len(got.offsets) - 1 == len(expected)
+    for v, ranks in enumerate(expected):
+        assert got.rank[got.offsets[v] : got.offsets[v + 1]].tolist() == ranks
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(4))
+def test_continuous_distances_match_reference(seed: int, dtype) -> None:
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(4):
+        num_q, num_g = int(rng.integers(1, 40)), int(rng.integers(1, 120))
+        case = _continuous_case(rng, num_q, num_g, n_ids=int(rng.integers(2, 12)), n_cams=3)
+        for chunk_size in (1, 7, 256):
+            if _assert_matches_reference(case, max_rank=20, chunk_size=chunk_size):
+                _assert_ranks(case, chunk_size=chunk_size)
+
+
+def test_queries_with_many_matches() -> None:
+    # Two identities only: ~half the gallery are true matches of each query.
+    rng = np.random.default_rng(5)
+    case = _continuous_case(rng, num_q=30, num_g=200, n_ids=2, n_cams=4, dtype=np.float64)
+    assert _assert_matches_reference(case, max_rank=50)
+    _assert_ranks(case)
+
+
+def test_ties_between_matches_and_other_items() -> None:
+    # Continuous distances, then exact ties: gallery columns duplicated onto others (ties with
+    # distractors, junk and other matches, on either side of the match's index) and repeated
+    # distances inside rows.
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        case = list(_continuous_case(rng, num_q=25, num_g=80, n_ids=6, n_cams=3))
+        distmat = case[0]
+        for _ in range(30):
+            src, dst = rng.integers(0, 80, size=2)
+            distmat[:, dst] = distmat[:, src]
+        rows = rng.integers(0, 25, size=20)
+        cols = rng.integers(0, 80, size=(20, 2))
+        distmat[rows, cols[:, 0]] = distmat[rows, cols[:, 1]]
+        case = tuple(case)
+        assert _assert_matches_reference(case, max_rank=30)
+        _assert_ranks(case)
+        _assert_ranks(case, chunk_size=3)
+
+
+def test_fallback_for_many_matches_equals_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    case = _continuous_case(rng, num_q=40, num_g=90, n_ids=4, n_cams=3)
+    counted = evaluate_rank(*case, max_rank=30)
+    monkeypatch.setattr(rank_module, "MAX_COUNTED_MATCHES", 2)  # most rows: stable argsort
+    fallback = evaluate_rank(*case, max_rank=30)
+    _assert_ranks(case)
+    np.testing.assert_array_equal(counted["cmc"], fallback["cmc"])
+    assert counted["mAP"] == pytest.approx(fallback["mAP"], abs=1e-12)
+    assert counted["mINP"] == pytest.approx(fallback["mINP"], abs=1e-12)
+    assert _assert_matches_reference(case, max_rank=30)
+
+
+def test_nan_distances_rank_last() -> None:
+    # NaN sorts after every number (as np.argsort): the reference sees NaN as a huge value.
+    rng = np.random.default_rng(8)
+    case = list(_continuous_case(rng, num_q=20, num_g=60, n_ids=4, n_cams=3, dtype=np.float64))
+    case[0][rng.random(case[0].shape) < 0.1] = np.nan
+    as_big = (np.where(np.isnan(case[0]), 10.0, case[0]), *case[1:])
+    ref = reference_rank(*as_big, max_rank=25)
+    out = evaluate_rank(*case, max_rank=25)
+    np.testing.assert_allclose(out["cmc"], ref["cmc"], atol=1e-12)
+    assert out["mAP"] == pytest.approx(ref["mAP"], abs=1e-12)
+    assert out["mINP"] == pytest.approx(ref["mINP"], abs=1e-12)
+
+
+def test_continuous_torch_input_equals_numpy() -> None:
+    rng = np.random.default_rng(21)
+    case = list(_continuous_case(rng, num_q=50, num_g=300, n_ids=10, n_cams=4))
+    case[0][:, 7] = case[0][:, 3]  # some ties too
+    expected = evaluate_rank(*case, max_rank=20)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for dtype in (torch.float32, torch.float64):
+            tensors = [torch.from_numpy(a).to(device) for a in case]
+            tensors[0] = tensors[0].to(dtype)
+            got = evaluate_rank(*tensors, max_rank=20)
+            np.testing.assert_array_equal(got["cmc"], expected["cmc"])
+            assert got["mAP"] == pytest.approx(expected["mAP"], abs=1e-12)
+            assert got["mINP"] == pytest.approx(expected["mINP"], abs=1e-12)
+
+
+def test_torch_code_path_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A CUDA distance matrix is processed with torch ops on its device; run that same code on
+    # CPU tensors so it is checked on machines without a GPU too.
+    def keep_torch(distmat):
+        return torch.as_tensor(distmat)
+
+    monkeypatch.setattr(rank_module, "_as_distance", keep_torch)
+    rng = np.random.default_rng(31)
+    cases = [_continuous_case(rng, 30, 200, n_ids=8, n_cams=3) for _ in range(2)]
+    cases[1][0][:, 10:20] = cases[1][0][:, :10]  # ties with other items
+    cases.append(_random_case(rng, 30, 40))  # heavy ties
+    nan_case = _continuous_case(rng, 10, 50, n_ids=3, n_cams=3, dtype=np.float64)
+    nan_case[0][0, :] = np.nan  # NaN match distances: the stable-argsort rows
+    cases.append(nan_case)
+    for case in cases:
+        clean = (np.where(np.isnan(case[0]), 1e9, case[0]), *case[1:])
+        ref = reference_rank(*clean, max_rank=20)
+        out = evaluate_rank(torch.from_numpy(case[0]), *case[1:], max_rank=20)
+        np.testing.assert_allclose(out["cmc"], ref["cmc"], atol=1e-12)
+        assert out["mAP"] == pytest.approx(ref["mAP"], abs=1e-12)
+        assert out["mINP"] == pytest.approx(ref["mINP"], abs=1e-12)

@@ -1,4 +1,5 @@
-"""``python -m reid_attn.evaluate ckpt_path=PATH [data=...]``: test a checkpoint alone."""
+"""``python -m reid_attn.evaluate ckpt_path=PATH [data=...] [rerank=true] [flip=true]``: test a
+checkpoint alone."""
 
 from __future__ import annotations
 
@@ -17,11 +18,22 @@ from reid_attn.run_files import format_metrics, load_checkpoint, write_metrics
 from reid_attn.train import USER_ERRORS
 
 
+def evaluation_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """The non-null evaluation settings of an evaluate config: ``rerank``, ``flip`` and the
+    keys of its ``evaluation`` section."""
+    overrides = {k: cfg.get(k) for k in ("rerank", "flip")}
+    section = cfg.get("evaluation") or {}
+    overrides.update(OmegaConf.to_container(section, resolve=True) if section else {})
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Rebuild the module from ``cfg.ckpt_path`` (its saved hyper-parameters), test it on the
-    checkpoint's data (or ``cfg.data`` when given), write ``metrics.json`` to ``cfg.output_dir``."""
+    """Rebuild the module from ``cfg.ckpt_path`` (its saved hyper-parameters; the evaluation
+    settings overridden by :func:`evaluation_overrides`), test it on the checkpoint's data (or
+    ``cfg.data`` when given), write ``metrics.json`` to ``cfg.output_dir``."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    hparams = checkpoint["hyper_parameters"]
+    hparams = dict(checkpoint["hyper_parameters"])
+    hparams["evaluation"] = {**hparams["evaluation"], **evaluation_overrides(cfg)}
     if cfg.get("data") is not None:
         data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     elif hparams.get("data"):
@@ -52,7 +64,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(results, output_dir)
-    print(f"test ({data_cfg['name']}, {cfg.ckpt_path}): {format_metrics(results)}")
+    extras = [k for k in ("rerank", "flip") if hparams["evaluation"].get(k)]
+    setting = ", ".join([data_cfg["name"], str(cfg.ckpt_path), *extras])
+    print(f"test ({setting}): {format_metrics(results)}")
     return results
 
 

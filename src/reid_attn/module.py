@@ -9,12 +9,44 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
 from reid_attn.losses import cross_entropy_loss, pairwise_circle_loss, triplet_loss
 from reid_attn.metrics import ReIDMetric
 from reid_attn.models import build_reid_net
 
 METRIC_NAMES = ("rank1", "rank5", "rank10", "mAP", "mINP")
+#: ``evaluation`` config keys passed to :class:`ReIDMetric` (with their defaults, which also
+#: apply to checkpoints saved before the key existed).
+METRIC_DEFAULTS = {
+    "distance": "euclidean",
+    "max_rank": 50,
+    "rerank": False,
+    "rerank_k1": 20,
+    "rerank_k2": 6,
+    "rerank_lambda": 0.3,
+}
+
+
+def eval_sample_order(loaders: Any) -> Tensor | None:
+    """Dataset index of each sample an evaluation loader yields, in yield order, or ``None``.
+
+    The rule: a single ``DataLoader`` that batches (fixed ``batch_size``, in order) the indices
+    of a ``SequentialSampler`` (the plain eval loader: every process sees every item) or of a
+    ``DistributedSampler`` (Lightning's distributed eval loader: this rank's share, padded with
+    repeated items) yields exactly ``list(loader.sampler)``, which is deterministic for both
+    (a ``DistributedSampler`` reshuffles only on ``set_epoch``). Any other sampler (random,
+    custom batch sampler) or several loaders: ``None``, and no de-duplication happens.
+    """
+    if isinstance(loaders, (list, tuple)):
+        if len(loaders) != 1:
+            return None
+        loaders = loaders[0]
+    if not isinstance(loaders, DataLoader) or loaders.batch_size is None:
+        return None
+    if not isinstance(loaders.sampler, (SequentialSampler, DistributedSampler)):
+        return None
+    return torch.as_tensor(list(loaders.sampler), dtype=torch.long)
 
 
 def warmup_step_factor(
@@ -59,9 +91,13 @@ class ReIDModule(pl.LightningModule):
             scale=loss.get("scale", 64.0),
             margin=loss.get("margin", 0.35),
         )
-        self.val_metric = ReIDMetric(evaluation["distance"], evaluation["max_rank"])
-        self.test_metric = ReIDMetric(evaluation["distance"], evaluation["max_rank"])
+        metric_kwargs = {k: evaluation.get(k, v) for k, v in METRIC_DEFAULTS.items()}
+        self.val_metric = ReIDMetric(**metric_kwargs)
+        self.test_metric = ReIDMetric(**metric_kwargs)
+        self.flip = bool(evaluation.get("flip", False))
         self.test_results: dict[str, Any] = {}
+        self._eval_order: Tensor | None = None
+        self._eval_seen = 0
 
     def forward(self, images: Tensor) -> Tensor:
         """Retrieval embeddings ``(B, 2048)`` of images ``(B, 3, H, W)``."""
@@ -95,9 +131,31 @@ class ReIDModule(pl.LightningModule):
         self.log("train/acc", accuracy, on_epoch=True)
         return terms["loss"]
 
+    def embed_for_eval(self, images: Tensor) -> Tensor:
+        """Retrieval embeddings ``(B, D)`` of ``(B, 3, H, W)`` images; with ``flip``, the mean
+        of the embeddings of the images and of their horizontal (width-axis) flips."""
+        embedding = self(images)
+        if self.flip:
+            embedding = (embedding + self(images.flip(-1))) / 2.0
+        return embedding
+
+    def _start_eval_epoch(self, loaders: Any) -> None:
+        self._eval_order = eval_sample_order(loaders)
+        self._eval_seen = 0
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval_epoch(self.trainer.val_dataloaders)
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval_epoch(self.trainer.test_dataloaders)
+
     def _update_metric(self, metric: ReIDMetric, batch: tuple[Tensor, ...]) -> None:
         images, pids, camids, is_query = batch
-        metric.update(self(images), pids, camids, is_query)
+        indices = None
+        if self._eval_order is not None:
+            indices = self._eval_order[self._eval_seen : self._eval_seen + len(pids)]
+            self._eval_seen += len(pids)
+        metric.update(self.embed_for_eval(images), pids, camids, is_query, indices)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self._update_metric(self.val_metric, batch)

@@ -1,7 +1,9 @@
-"""Evaluation: distances, CMC / mAP / mINP ranking metrics and the torchmetrics wrapper."""
+"""Evaluation: distances, CMC / mAP / mINP ranking metrics, k-reciprocal re-ranking and the
+torchmetrics wrapper."""
 
 from reid_attn.metrics.distance import compute_distance
-from reid_attn.metrics.rank import evaluate_rank
+from reid_attn.metrics.rank import evaluate_rank, match_ranks
 from reid_attn.metrics.reid_metric import ReIDMetric
+from reid_attn.metrics.rerank import re_ranking
 
-__all__ = ["ReIDMetric", "compute_distance", "evaluate_rank"]
+__all__ = ["ReIDMetric", "compute_distance", "evaluate_rank", "match_ranks", "re_ranking"]
