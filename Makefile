@@ -20,7 +20,7 @@ train: $(STAMP)
 
 ## Fast test suite (what CI runs) plus ruff.
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests experiments
 	$(BIN)/python -m pytest -q
 
 ## Long end-to-end tests (marked slow).
@@ -28,7 +28,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests experiments
 
 clean:
 	rm -rf $(VENV) outputs build dist src/*.egg-info

@@ -1,8 +1,9 @@
 """Is the synthetic dataset a real re-id problem? A colour-histogram matcher on its test split.
 
 Each image is colour-corrected (grey world) and becomes joint HSV histograms of 1, 2 or 4
-horizontal stripes (whole width or its central half), compared with the Hellinger distance; evaluated with the Market-1501 protocol. The goal (issue 4): Rank-1 of
-this baseline <= 0.5 on the default synthetic data, so learning the layout matters.
+horizontal stripes (whole width or its central half), compared with the Hellinger distance
+and evaluated with the Market-1501 protocol. The goal (issue 4): Rank-1 of this baseline
+<= 0.5 on the default synthetic data, so learning the layout matters.
 
     .venv/bin/python experiments/colour_histogram_baseline.py [--out experiments/results/...]
 """
