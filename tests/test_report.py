@@ -165,6 +165,7 @@ def test_multirun_jobs_are_independent_and_reported(tmp_path) -> None:
         ("paper_dukemtmc", "dukemtmc", []),
         ("paper_msmt17", "msmt17", ["trainer=ddp"]),
         ("ablation_synthetic", "synthetic", []),
+        ("ablation", "synthetic", ["data=synthetic_large"]),
     ],
 )
 def test_presets_compose_and_validate(compose_cfg, preset, data, overrides) -> None:
@@ -183,3 +184,6 @@ def test_presets_compose_and_validate(compose_cfg, preset, data, overrides) -> N
         assert cfg.trainer.max_epochs == 120 and cfg.trainer.precision == "16-mixed"
     else:
         assert cfg.trainer.accelerator == "cpu"
+    if "data=synthetic_large" in overrides:  # near Market-1501's size
+        spec = cfg.data.synthetic
+        assert (spec.num_train_ids, spec.num_test_ids, spec.num_distractors) == (751, 750, 2800)
