@@ -9,8 +9,10 @@ the embeddings; above ``check.tolerance`` the export fails.
 from __future__ import annotations
 
 import importlib.util
-import sys
+import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,14 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from reid_attn.extract import input_size, load_module
+from reid_attn.extract import input_size, load_module, run_entry
 from reid_attn.train import USER_ERRORS
 
 EXPORT_FORMATS = ("onnx",)
 ONNX_EXPORTERS = ("dynamo", "torchscript")
 INPUT_NAME, OUTPUT_NAME = "images", "embeddings"
+#: Loggers of the exporter stack whose INFO chatter (graph passes) is hidden during an export.
+EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo")
 
 
 class ExportError(Exception):
@@ -42,6 +46,22 @@ class EmbeddingNetwork(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net.embed(images)
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Hide warnings and sub-WARNING log records of the exporter stack for a while."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecations, graph-break notes
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _require(*modules: str) -> None:
@@ -84,8 +104,7 @@ def export_onnx(
         "opset_version": opset,
     }
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # exporter chatter (deprecations, graph breaks)
+        with _quiet_exporter():
             if exporter == "dynamo":
                 batch = torch.export.Dim("batch", min=1)
                 torch.onnx.export(
@@ -93,7 +112,7 @@ def export_onnx(
                     (example,),
                     str(out),
                     dynamo=True,
-                    dynamic_shapes={INPUT_NAME: {0: batch}},
+                    dynamic_shapes=({0: batch},),  # positional: any forward arg name
                     external_data=False,
                     verbose=False,
                     **common,
@@ -112,12 +131,9 @@ def export_onnx(
     return out
 
 
-def onnx_max_abs_diff(
-    path: str | Path, model: nn.Module, size: tuple[int, int], batch_size: int = 3, seed: int = 0
-) -> float:
-    """Largest absolute difference between onnxruntime's and PyTorch's outputs on one random
-    batch ``(batch_size, 3, H, W)`` (seeded). Checks the file with ``onnx.checker`` first and
-    that its batch axis is dynamic; raises :class:`ExportError` otherwise."""
+def open_onnx(path: str | Path) -> Any:
+    """Check ``path`` with ``onnx.checker`` and open it in an onnxruntime CPU session whose
+    input ``images`` has a dynamic batch axis; raise :class:`ExportError` otherwise."""
     _require("onnx", "onnxruntime")
     import onnx
     import onnxruntime as ort
@@ -127,15 +143,26 @@ def onnx_max_abs_diff(
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(f"{path} is not a valid ONNX model: {exc}") from exc
+    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    if names != ([INPUT_NAME], [OUTPUT_NAME]):
+        raise ExportError(f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}")
     batch_dim = session.get_inputs()[0].shape[0]
     if not isinstance(batch_dim, str):
         raise ExportError(f"{path}: the batch axis is fixed to {batch_dim}, not dynamic")
+    return session
+
+
+def onnx_max_abs_diff(
+    session: Any, model: nn.Module, size: tuple[int, int], batch_size: int = 3, seed: int = 0
+) -> float:
+    """Largest absolute difference between the outputs of an onnxruntime ``session`` (see
+    :func:`open_onnx`) and of ``model`` on one seeded random batch ``(batch_size, 3, H, W)``."""
     images = torch.randn(batch_size, 3, *size, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         expected = model.cpu().eval()(images).numpy()
     got = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
     if got.shape != expected.shape:
-        raise ExportError(f"{path}: onnxruntime gives shape {got.shape}, PyTorch {expected.shape}")
+        raise ExportError(f"onnxruntime gives shape {got.shape}, PyTorch {expected.shape}")
     return float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max())
 
 
@@ -154,13 +181,18 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     for key in ("batch_size", "tolerance"):
         if cfg.check[key] <= 0:
             raise ValueError(f"check.{key}={cfg.check[key]} must be > 0")
+    if cfg.onnx.export_batch_size < 2:
+        raise ValueError(
+            f"onnx.export_batch_size={cfg.onnx.export_batch_size} must be >= 2 "
+            "(an example batch of 1 lets the exporter fix the batch axis)"
+        )
     module = load_module(cfg.ckpt_path)
     size = input_size(module, cfg.height, cfg.width)
     model = EmbeddingNetwork(module.net).eval()
     path = export_onnx(
         model, cfg.out, size, cfg.onnx.opset, cfg.onnx.exporter, cfg.onnx.export_batch_size
     )
-    diff = onnx_max_abs_diff(path, model, size, cfg.check.batch_size, cfg.check.seed)
+    diff = onnx_max_abs_diff(open_onnx(path), model, size, cfg.check.batch_size, cfg.check.seed)
     tolerance = float(cfg.check.tolerance)
     verdict = "ok" if diff <= tolerance else "FAILED"
     print(
@@ -186,10 +218,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     """Console entry point."""
-    try:
-        export(cfg)
-    except (*USER_ERRORS, ExportError) as exc:
-        sys.exit(f"error: {exc}")
+    run_entry(export, cfg, (*USER_ERRORS, ExportError))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@ The helpers here (:func:`load_module`, :func:`embed_items`, ...) are shared by
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 from rich.progress import track
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -33,6 +34,22 @@ from reid_attn.run_files import load_checkpoint
 from reid_attn.train import USER_ERRORS
 
 ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
+
+
+def run_entry(
+    function: Callable[[DictConfig], Any],
+    cfg: DictConfig,
+    errors: tuple[type[BaseException], ...] = USER_ERRORS,
+) -> None:
+    """Run an entry point's ``function(cfg)``; a user error (``errors``, or a required value
+    such as ``ckpt_path=`` left out) exits with one line ``error: ...``."""
+    try:
+        function(cfg)
+    except MissingMandatoryValue as exc:
+        key = getattr(exc, "full_key", None) or str(exc).splitlines()[0]
+        sys.exit(f"error: {key} is required; pass it on the command line ({key}=...)")
+    except errors as exc:
+        sys.exit(f"error: {exc}")
 
 
 def load_module(ckpt_path: str | Path) -> ReIDModule:
@@ -115,9 +132,11 @@ def embed_items(
     device: torch.device | str = "cpu",
     progress: bool = True,
     description: str = "embedding",
+    flip: bool = False,
 ) -> Tensor:
     """Retrieval embeddings of ``items`` (``(path, pid, camid)``) with the test transform at
-    ``size = (height, width)``: a float32 CPU tensor ``(N, 2048)`` in item order."""
+    ``size = (height, width)``: a float32 CPU tensor ``(N, 2048)`` in item order. With
+    ``flip`` each embedding is the mean of the image's and its horizontal mirror's."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dataset = ReIDImageDataset(items, build_test_transform(*size))
@@ -125,7 +144,11 @@ def embed_items(
     module = module.to(device).eval()
     chunks = []
     for images, *_ in track(loader, description=description, disable=not progress):
-        chunks.append(module(images.to(device)).float().cpu())
+        images = images.to(device)
+        embedding = module(images)
+        if flip:
+            embedding = (embedding + module(images.flip(-1))) / 2.0
+        chunks.append(embedding.float().cpu())
     return torch.cat(chunks)
 
 
@@ -146,6 +169,7 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
         resolve_device(cfg.accelerator),
         cfg.progress_bar,
         description=f"embedding {len(items)} images",
+        flip=cfg.flip,
     )
     result = {
         "features": features,
@@ -167,10 +191,7 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
     """Console entry point."""
-    try:
-        extract(cfg)
-    except USER_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+    run_entry(extract, cfg)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,34 @@
 """Looking at what a model learned: ranked lists, attention maps, CMC curves.
 
 The pure parts (ranking, grid rendering, heat-map overlays, curve plots) take arrays and
-images; the model and data part lives in :mod:`reid_attn.visualize`.
+images; the model and data part lives in :mod:`reid_attn.visualize`. Names are imported on
+first use, so ``python -m reid_attn.viz.cmc`` does not load its own module twice.
 """
 
-from reid_attn.viz.attention import AttentionRecorder, overlay_heatmap, upsample_maps
-from reid_attn.viz.cmc import load_cmc, plot_cmc
-from reid_attn.viz.grid import GridRow, GridStyle, grid_size, render_grid
-from reid_attn.viz.ranking import RankedList, rank_gallery, select_queries
+from __future__ import annotations
 
-__all__ = [
-    "AttentionRecorder",
-    "GridRow",
-    "GridStyle",
-    "RankedList",
-    "grid_size",
-    "load_cmc",
-    "overlay_heatmap",
-    "plot_cmc",
-    "rank_gallery",
-    "render_grid",
-    "select_queries",
-    "upsample_maps",
-]
+import importlib
+from typing import Any
+
+_SOURCES = {
+    "AttentionRecorder": "attention",
+    "overlay_heatmap": "attention",
+    "upsample_maps": "attention",
+    "load_cmc": "cmc",
+    "plot_cmc": "cmc",
+    "GridRow": "grid",
+    "GridStyle": "grid",
+    "grid_size": "grid",
+    "render_grid": "grid",
+    "RankedList": "ranking",
+    "rank_gallery": "ranking",
+    "select_queries": "ranking",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'reid_attn.viz' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"reid_attn.viz.{_SOURCES[name]}"), name)

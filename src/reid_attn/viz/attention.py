@@ -18,9 +18,11 @@ from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from reid_attn.models.attention import CBAM, EfficientChannelAttention, SqueezeExcite
-from reid_attn.viz.grid import load_font
+from reid_attn.viz.grid import draw_centered, load_font
 
 STAGES = (1, 2, 3, 4)
+#: A map whose values span less than this counts as constant when normalised.
+FLAT_SPAN = 1e-6
 
 
 def attention_kind(module: nn.Module) -> str:
@@ -134,7 +136,8 @@ class AttentionRecorder:
 def upsample_maps(maps: Tensor, size: tuple[int, int], normalize: bool = True) -> Tensor:
     """Bilinearly resize attention maps ``(B, 1, h, w)`` to ``(B, 1, H, W)`` = ``size``.
 
-    With ``normalize`` each map is min-max scaled to [0, 1] (a constant map becomes 0);
+    With ``normalize`` each map is min-max scaled to [0, 1] (a constant map, span below
+    ``FLAT_SPAN``, becomes 0);
     otherwise values are kept (sigmoid outputs stay in (0, 1): bilinear weights are convex).
     """
     if maps.ndim != 4 or maps.shape[1] != 1:
@@ -143,7 +146,8 @@ def upsample_maps(maps: Tensor, size: tuple[int, int], normalize: bool = True) -
     if normalize:
         low = out.amin(dim=(2, 3), keepdim=True)
         span = out.amax(dim=(2, 3), keepdim=True) - low
-        out = torch.where(span > 0, (out - low) / span.clamp_min(1e-12), torch.zeros_like(out))
+        flat = span <= FLAT_SPAN  # constant up to interpolation round-off
+        out = torch.where(flat, torch.zeros_like(out), (out - low) / span.clamp_min(FLAT_SPAN))
     return out
 
 
@@ -212,7 +216,7 @@ def compose_panels(
     font = load_font(font_size)
     for c, title in enumerate(titles):
         x = padding + c * (width + padding)
-        draw.text((x + width / 2, 2), title, fill=(0, 0, 0), font=font, anchor="ma")
+        draw_centered(draw, font, title, x + width / 2, 2, (0, 0, 0))
     for r, row in enumerate(rows):
         for c, panel in enumerate(row):
             if panel.shape[:2] != (height, width):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 class RunFilesError(ValueError):
@@ -79,6 +80,7 @@ def cmc_figure(
         legend = f"{label} (mAP {100.0 * mean_ap:.1f}%)"
         ax.plot(x, 100.0 * np.asarray(cmc[:ranks]), marker="o", ms=2.5, lw=1.4, label=legend)
     ax.set_xlabel("rank")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("matching rate (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)

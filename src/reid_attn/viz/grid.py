@@ -139,13 +139,21 @@ def _draw_cell(
     canvas.paste(resized, (x0 + style.border, y0 + style.border))
     line_height = style.caption_height / max(1, caption.count("\n") + 1)
     for i, line in enumerate(caption.split("\n") if caption else []):
-        draw.text(
-            ((x0 + x1) / 2, y1 + i * line_height + 1),
-            line,
-            fill=style.text_color,
-            font=font,
-            anchor="ma",
-        )
+        draw_centered(draw, font, line, (x0 + x1) / 2, y1 + i * line_height + 1, style.text_color)
+
+
+def draw_centered(
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    text: str,
+    x_center: float,
+    y_top: float,
+    color: Color,
+) -> None:
+    """Draw one line of ``text`` horizontally centred on ``x_center`` below ``y_top`` (works
+    with FreeType and bitmap fonts alike)."""
+    width = draw.textlength(text, font=font)
+    draw.text((round(x_center - width / 2), round(y_top)), text, fill=color, font=font)
 
 
 def render_grid(
