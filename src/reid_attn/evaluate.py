@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from reid_attn.config import validate_data_config
 from reid_attn.data import ReIDDataModule
-from reid_attn.module import ReIDModule
-from reid_attn.run_files import format_metrics, load_checkpoint, write_metrics
+from reid_attn.extract import load_module
+from reid_attn.run_files import format_metrics, write_metrics
 from reid_attn.train import USER_ERRORS
 
 
@@ -31,9 +31,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the module from ``cfg.ckpt_path`` (its saved hyper-parameters; the evaluation
     settings overridden by :func:`evaluation_overrides`), test it on the checkpoint's data (or
     ``cfg.data`` when given), write ``metrics.json`` to ``cfg.output_dir``."""
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    hparams = dict(checkpoint["hyper_parameters"])
-    hparams["evaluation"] = {**hparams["evaluation"], **evaluation_overrides(cfg)}
+    module = load_module(cfg.ckpt_path, evaluation_overrides(cfg))
+    hparams = module.hparams
     if cfg.get("data") is not None:
         data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     elif hparams.get("data"):
@@ -43,14 +42,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{cfg.ckpt_path} stores no data config; pass data=... on the command line"
         )
     validate_data_config(OmegaConf.create(data_cfg))
-    module = ReIDModule(**hparams)
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
-        raise ValueError(
-            f"{cfg.ckpt_path} does not match the model its hyper-parameters describe "
-            f"(attention={hparams['model'].get('attention')}): {exc}"
-        ) from exc
     datamodule = ReIDDataModule(**data_cfg)
     trainer = pl.Trainer(
         accelerator=cfg.accelerator,

@@ -52,12 +52,14 @@ def run_entry(
         sys.exit(f"error: {exc}")
 
 
-def load_module(ckpt_path: str | Path) -> ReIDModule:
-    """Rebuild :class:`ReIDModule` from a checkpoint's hyper-parameters, load its weights and
-    switch it to eval mode. Raises ``CheckpointError`` (missing / unreadable file) or
-    ``ValueError`` (weights that do not fit the described model)."""
+def load_module(ckpt_path: str | Path, evaluation: dict[str, Any] | None = None) -> ReIDModule:
+    """Rebuild :class:`ReIDModule` from a checkpoint's hyper-parameters (its ``evaluation``
+    settings updated with ``evaluation``), load its weights and switch it to eval mode. Raises
+    ``CheckpointError`` (missing / unreadable file) or ``ValueError`` (weights that do not fit
+    the described model)."""
     checkpoint = load_checkpoint(ckpt_path)
-    hparams = checkpoint["hyper_parameters"]
+    hparams = dict(checkpoint["hyper_parameters"])
+    hparams["evaluation"] = {**hparams["evaluation"], **(evaluation or {})}
     module = ReIDModule(**hparams)
     try:
         module.load_state_dict(checkpoint["state_dict"])
