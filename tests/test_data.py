@@ -148,6 +148,7 @@ def test_synthetic_different_spec_uses_different_folder(tmp_path: Path, small_ro
         {"num_cameras": 7, "max_cameras_per_id": 7},  # Market-1501 layout has 6 cameras
         {"height": 32, "width": 16},  # too small to draw a person
         {"width": 8},
+        {"generator_version": 1},  # data of another renderer (e.g. an old checkpoint's)
         {"images_per_camera": 1},
     ],
 )

@@ -14,6 +14,7 @@ from hydra.errors import MissingConfigException
 
 from reid_attn.config import ConfigError
 from reid_attn.data import DatasetError
+from reid_attn.data.synthetic import GENERATOR_VERSION
 from reid_attn.evaluate import evaluate
 from reid_attn.run_files import METRIC_KEYS, CheckpointError, load_checkpoint
 from reid_attn.train import train
@@ -50,6 +51,18 @@ def test_checkpoint_loads_weights_only_with_plain_hyperparameters(trained_run) -
     assert hparams["model"]["attention"] == "cbam"
     assert hparams["loss"]["classifier"] == "circle"
     assert hparams["data"]["name"] == "synthetic"
+    assert hparams["data"]["synthetic"]["generator_version"] == GENERATOR_VERSION
+
+
+def test_checkpoint_of_another_synthetic_renderer_is_refused(trained_run, compose_cfg, tmp_path):
+    run_dir, _ = trained_run
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["data"]["synthetic"]["generator_version"] = 1
+    edited = tmp_path / "old.ckpt"
+    torch.save(checkpoint, edited)
+    cfg = compose_cfg("evaluate", [f"ckpt_path={edited}", f"output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="renderer version 1 was asked for"):
+        evaluate(cfg)
 
 
 def test_evaluate_reproduces_training_metrics_exactly(trained_run, compose_cfg, tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = ReIDDataModule(**data_cfg)
+    if data_cfg["name"] == "synthetic":  # the checkpoint records the full spec, renderer included
+        data_cfg["synthetic"] = asdict(datamodule.synthetic)
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = ReIDModule(

@@ -87,6 +87,8 @@ class ReIDDataModule(pl.LightningDataModule):
         self.seed = seed
         self.verify_images = verify_images
         self.synthetic = SyntheticSpec(**(synthetic or {}))
+        if name == "synthetic":
+            self.synthetic.validate()
         self.dataset: Market1501 | None = None
 
     def dataset_root(self) -> Path:

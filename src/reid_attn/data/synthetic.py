@@ -43,9 +43,19 @@ class SyntheticSpec:
     noise_std: float = 12.0
     occlusion_prob: float = 0.2
     seed: int = 0
+    #: The renderer that drew the data; a checkpoint records it, so evaluating a model on
+    #: data of another renderer is an error rather than a silent switch.
+    generator_version: int = GENERATOR_VERSION
 
     def validate(self) -> None:
-        """Raise ValueError on counts that cannot form a re-id dataset."""
+        """Raise ValueError on counts that cannot form a re-id dataset, or on data of another
+        renderer version than this code draws."""
+        if self.generator_version != GENERATOR_VERSION:
+            raise ValueError(
+                f"synthetic data of renderer version {self.generator_version} was asked for "
+                f"(e.g. by a checkpoint trained on it); this code draws version "
+                f"{GENERATOR_VERSION}: retrain, or evaluate on other data with data=..."
+            )
         if self.num_train_ids < 2 or self.num_test_ids < 2:
             raise ValueError("synthetic data needs at least 2 train and 2 test identities")
         if not 2 <= self.min_cameras_per_id <= self.max_cameras_per_id <= self.num_cameras:
@@ -67,11 +77,7 @@ class SyntheticSpec:
 
     def digest(self) -> str:
         """Short hash of the spec: the cache folder name."""
-        return hashlib.sha1(json.dumps(self.manifest(), sort_keys=True).encode()).hexdigest()[:10]
-
-    def manifest(self) -> dict:
-        """What the cache folder records: the spec and the renderer version."""
-        return {**asdict(self), "generator_version": GENERATOR_VERSION}
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
 # Clothing comes from a small palette, so many identities share the same colours and differ
@@ -276,7 +282,7 @@ def generate_synthetic_market(root: str | Path, spec: SyntheticSpec | None = Non
     spec.validate()
     out = Path(root).expanduser() / f"synthetic-{spec.digest()}"
     manifest = out / MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text()) == spec.manifest():
+    if manifest.is_file() and json.loads(manifest.read_text()) == asdict(spec):
         return out
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -312,7 +318,7 @@ def generate_synthetic_market(root: str | Path, spec: SyntheticSpec | None = Non
                 frame,
                 _render(_identity(rng), cameras[camid], spec, rng),
             )
-    (tmp / MANIFEST).write_text(json.dumps(spec.manifest(), indent=2, sort_keys=True))
+    (tmp / MANIFEST).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
