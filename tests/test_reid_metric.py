@@ -21,9 +21,8 @@ from torch.utils.data import (
 )
 
 from reid_attn.evaluate import evaluate, evaluation_overrides
-from reid_attn.metrics import ReIDMetric, compute_distance, evaluate_rank, re_ranking
+from reid_attn.metrics import METRIC_NAMES, ReIDMetric, compute_distance, evaluate_rank, re_ranking
 from reid_attn.module import ReIDModule, eval_sample_order
-from reid_attn.run_files import METRIC_KEYS
 
 
 def _retrieval_set(seed: int, n: int = 60, num_q: int = 15, dim: int = 8, ids: int = 6):
@@ -327,8 +326,8 @@ def test_evaluate_with_rerank_and_flip(trained_run, compose_cfg, tmp_path) -> No
     )
     reranked = evaluate(cfg)
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(written) == {*METRIC_KEYS, "cmc"}
-    for key in METRIC_KEYS:
+    assert set(written) == {*METRIC_NAMES, "cmc"}
+    for key in METRIC_NAMES:
         assert 0.0 <= written[key] <= 1.0
         assert written[key] == reranked[key]
     assert reranked["mAP"] != results["mAP"]

@@ -16,15 +16,16 @@ from reid_attn.config import ConfigError
 from reid_attn.data import DatasetError
 from reid_attn.data.synthetic import GENERATOR_VERSION
 from reid_attn.evaluate import evaluate
-from reid_attn.run_files import METRIC_KEYS, CheckpointError, load_checkpoint
+from reid_attn.metrics import METRIC_NAMES
+from reid_attn.run_files import CheckpointError, load_checkpoint
 from reid_attn.train import train
 
 
 def test_train_writes_metrics_checkpoints_config_and_logs(trained_run) -> None:
     run_dir, results = trained_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {*METRIC_KEYS, "cmc"}
-    for key in METRIC_KEYS:
+    assert set(metrics) == {*METRIC_NAMES, "cmc"}
+    for key in METRIC_NAMES:
         assert 0.0 <= metrics[key] <= 1.0
         assert metrics[key] == pytest.approx(results[key])
     assert metrics["rank1"] <= metrics["rank5"] <= metrics["rank10"]
@@ -72,7 +73,7 @@ def test_evaluate_reproduces_training_metrics_exactly(trained_run, compose_cfg, 
         [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"output_dir={tmp_path}"],
     )
     reloaded = evaluate(cfg)
-    for key in METRIC_KEYS:
+    for key in METRIC_NAMES:
         assert reloaded[key] == results[key]
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written == json.loads((run_dir / "metrics.json").read_text())
@@ -83,7 +84,7 @@ def test_evaluate_reproduces_training_metrics_exactly(trained_run, compose_cfg, 
 @pytest.mark.parametrize("loss", ["ce", "ce_tri", "joint_circle"])
 def test_every_combination_trains_end_to_end(train_cfg_factory, attention, loss) -> None:
     results = train(train_cfg_factory(f"attention={attention}", f"loss={loss}"))
-    assert all(0.0 <= results[k] <= 1.0 for k in METRIC_KEYS)
+    assert all(0.0 <= results[k] <= 1.0 for k in METRIC_NAMES)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -12,10 +12,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
 from reid_attn.losses import cross_entropy_loss, pairwise_circle_loss, triplet_loss
-from reid_attn.metrics import ReIDMetric
+from reid_attn.metrics import METRIC_NAMES, ReIDMetric
 from reid_attn.models import build_reid_net
 
-METRIC_NAMES = ("rank1", "rank5", "rank10", "mAP", "mINP")
 #: ``evaluation`` config keys passed to :class:`ReIDMetric` (with their defaults, which also
 #: apply to checkpoints saved before the key existed).
 METRIC_DEFAULTS = {

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-REPORTED = ("rank1", "rank5", "rank10", "mAP", "mINP")
+from reid_attn.metrics import METRIC_NAMES
 
 
 class SweepError(Exception):
@@ -37,7 +37,7 @@ class AblationRow:
     paper_rank1: float | None
     paper_mAP: float | None
     seeds: list[int] = field(default_factory=list)
-    values: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in REPORTED})
+    values: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in METRIC_NAMES})
 
     def mean(self, key: str) -> float:
         """Mean over seeds (percent)."""
@@ -119,7 +119,7 @@ def collect(sweep_dir: str | Path) -> list[AblationRow]:
         )
         metrics = json.loads((sweep_dir / name / "metrics.json").read_text())
         row.seeds.append(int(cfg.seed))
-        for key in REPORTED:
+        for key in METRIC_NAMES:
             row.values[key].append(100.0 * float(metrics[key]))
     return sorted(rows.values(), key=lambda r: r.order)
 
@@ -145,13 +145,13 @@ def write_csv(rows: list[AblationRow], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(
             ["row", "name", "attention", "loss", "seeds"]
-            + [f"{k}_{s}" for k in REPORTED for s in ("mean", "std")]
+            + [f"{k}_{s}" for k in METRIC_NAMES for s in ("mean", "std")]
             + ["delta_rank1", "delta_mAP", "paper_rank1", "paper_mAP"]
         )
         for r in rows:
             writer.writerow(
                 [r.row, r.name, r.attention, r.loss, " ".join(map(str, r.seeds))]
-                + [f"{v:.4f}" for k in REPORTED for v in (r.mean(k), r.std(k))]
+                + [f"{v:.4f}" for k in METRIC_NAMES for v in (r.mean(k), r.std(k))]
                 + [
                     f"{r.mean('rank1') - base.mean('rank1'):.4f}",
                     f"{r.mean('mAP') - base.mean('mAP'):.4f}",

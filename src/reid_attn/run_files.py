@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+from reid_attn.metrics import METRIC_NAMES
 
 
 class CheckpointError(Exception):
@@ -19,7 +19,7 @@ def write_metrics(results: dict[str, Any], output_dir: str | Path) -> Path:
     """Write ``metrics.json`` (fractions in [0, 1] under ``rank1 rank5 rank10 mAP mINP`` and
     the ``cmc`` vector) into ``output_dir`` and return its path."""
     path = Path(output_dir) / "metrics.json"
-    path.write_text(json.dumps({k: results[k] for k in (*METRIC_KEYS, "cmc")}, indent=2))
+    path.write_text(json.dumps({k: results[k] for k in (*METRIC_NAMES, "cmc")}, indent=2))
     return path
 
 
@@ -32,7 +32,7 @@ def format_metrics(results: dict[str, Any]) -> str:
         "mAP": "mAP",
         "mINP": "mINP",
     }
-    return " | ".join(f"{names[k]} {100 * results[k]:.2f}%" for k in METRIC_KEYS)
+    return " | ".join(f"{names[k]} {100 * results[k]:.2f}%" for k in METRIC_NAMES)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

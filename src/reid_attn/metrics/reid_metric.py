@@ -10,6 +10,8 @@ from reid_attn.metrics.distance import DISTANCE_NAMES, compute_distance
 from reid_attn.metrics.rank import evaluate_rank
 from reid_attn.metrics.rerank import check_rerank_params, re_ranking
 
+#: The scalar figures :meth:`ReIDMetric.compute` returns (fractions in [0, 1]).
+METRIC_NAMES = ("rank1", "rank5", "rank10", "mAP", "mINP")
 STATE_NAMES = ("features", "pids", "camids", "is_query", "indices")
 
 
