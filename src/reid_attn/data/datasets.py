@@ -52,11 +52,7 @@ class Market1501:
         self._check_layout()
         train, self.query, self.gallery = self._load_splits()
         self.train = self._relabel(train)
-        for split, items in (
-            ("train", self.train),
-            ("query", self.query),
-            ("gallery", self.gallery),
-        ):
+        for split, items in self.splits():
             if not items:
                 raise DatasetError(f"{self.name}: the {split} split in {self.root} has no images")
         if verbose:
@@ -64,6 +60,10 @@ class Market1501:
         if check_counts:
             for message in self.count_mismatches():
                 warnings.warn(message, stacklevel=2)
+
+    def splits(self) -> tuple[tuple[str, list[Item]], ...]:
+        """``(name, items)`` of the train, query and gallery splits, in that order."""
+        return (("train", self.train), ("query", self.query), ("gallery", self.gallery))
 
     def _load_splits(self) -> tuple[list[Item], list[Item], list[Item]]:
         return (
@@ -75,8 +75,8 @@ class Market1501:
     def count_mismatches(self) -> list[str]:
         """One message per split whose identity or image count differs from the published one."""
         messages = []
-        for split, (ids, images) in self.published.items():
-            items = getattr(self, split)
+        for split, items in self.splits():
+            ids, images = self.published[split]
             found_ids = len({pid for _, pid, _ in items})
             if len(items) != images or (ids is not None and found_ids != ids):
                 expected = f"{ids} ids / {images} images" if ids else f"{images} images"
@@ -96,16 +96,17 @@ class Market1501:
                 f"{self.name}: dataset root {self.root} does not exist; expected the layout\n"
                 f"{self._expected_layout()}\n(nothing is downloaded automatically; set data.root)"
             )
-        missing = [
-            d
-            for d in (self.train_dir, self.query_dir, self.gallery_dir)
-            if not (self.root / d).is_dir()
-        ]
+        missing = self._missing_parts()
         if missing:
             raise DatasetError(
                 f"{self.name}: {self.root} is not a {self.name} folder: missing "
                 f"{', '.join(missing)}; expected the layout\n{self._expected_layout()}"
             )
+
+    def _missing_parts(self) -> list[str]:
+        """Names of the expected folders (or files) that ``root`` lacks."""
+        dirs = (self.train_dir, self.query_dir, self.gallery_dir)
+        return [d for d in dirs if not (self.root / d).is_dir()]
 
     def _parse(self, folder: str) -> list[Item]:
         items: list[Item] = []
@@ -153,11 +154,7 @@ class Market1501:
             "  subset   | # ids | # images | # cameras",
             "  ---------+-------+----------+----------",
         ]
-        for split, items in (
-            ("train", self.train),
-            ("query", self.query),
-            ("gallery", self.gallery),
-        ):
+        for split, items in self.splits():
             ids = len({pid for _, pid, _ in items})
             cams = len({camid for _, _, camid in items})
             lines.append(f"  {split:<8} | {ids:5d} | {len(items):8d} | {cams:9d}")
@@ -208,22 +205,15 @@ class MSMT17(Market1501):
             f"mask_test_v2/ (V2), with {files} in {self.root}"
         )
 
-    def _check_layout(self) -> None:
-        if not self.root.is_dir():
-            raise DatasetError(
-                f"{self.name}: dataset root {self.root} does not exist; expected the layout\n"
-                f"{self._expected_layout()}\n(nothing is downloaded automatically; set data.root)"
-            )
+    def _missing_parts(self) -> list[str]:
+        """Missing list files, or the image folders when neither layout is present; selects
+        the V1 or V2 folders that are."""
         found = [pair for pair in self.layouts if all((self.root / d).is_dir() for d in pair)]
+        if found:
+            self.train_dir, self.gallery_dir = found[0]
+            self.query_dir = self.gallery_dir
         missing = [f for f in self.lists if not (self.root / f).is_file()]
-        if not found or missing:
-            what = ", ".join(missing) if missing else "train/test image folders"
-            raise DatasetError(
-                f"{self.name}: {self.root} is not a {self.name} folder: missing {what}; "
-                f"expected the layout\n{self._expected_layout()}"
-            )
-        self.train_dir, self.gallery_dir = found[0]
-        self.query_dir = self.gallery_dir
+        return missing or ([] if found else ["train/test image folders"])
 
     def _read_list(self, list_name: str, folder: str) -> list[Item]:
         items: list[Item] = []
@@ -246,6 +236,10 @@ class MSMT17(Market1501):
             if item is not None:
                 items.append(item)
         return items
+
+    def splits(self) -> tuple[tuple[str, list[Item]], ...]:
+        """``(name, items)`` of the train, query and gallery splits, in that order."""
+        return (("train", self.train), ("query", self.query), ("gallery", self.gallery))
 
     def _load_splits(self) -> tuple[list[Item], list[Item], list[Item]]:
         train = self._read_list("list_train.txt", self.train_dir)
