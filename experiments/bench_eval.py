@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reid_attn.metrics import evaluate_rank
+from reid_attn.metrics import compute_distance, evaluate_rank
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -93,8 +93,7 @@ def make_problem(
     q_camids, g_camids = rng.integers(0, num_cams, num_q), rng.integers(0, num_cams, num_g)
     q = torch.as_tensor(rng.standard_normal((num_q, dim)), dtype=torch.float32)
     g = torch.as_tensor(rng.standard_normal((num_g, dim)), dtype=torch.float32)
-    dist = q.pow(2).sum(1, keepdim=True) + g.pow(2).sum(1) - 2.0 * q @ g.t()
-    return dist.clamp_min(0.0).numpy(), q_pids, g_pids, q_camids, g_camids
+    return compute_distance(q, g).numpy(), q_pids, g_pids, q_camids, g_camids
 
 
 def time_interleaved(

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reid_attn.metrics import compute_distance
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -106,12 +108,11 @@ def make_problem(
     q = centres[rng.integers(0, num_ids, num_q)] + noise * rng.standard_normal((num_q, dim))
     g = centres[rng.integers(0, num_ids, num_g)] + noise * rng.standard_normal((num_g, dim))
     q, g = torch.as_tensor(q, dtype=torch.float32), torch.as_tensor(g, dtype=torch.float32)
-
-    def sq(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-        d = a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1) - 2.0 * a @ b.t()
-        return d.clamp_min(0.0).numpy()
-
-    return sq(q, g), sq(q, q), sq(g, g)
+    return (
+        compute_distance(q, g).numpy(),
+        compute_distance(q, q).numpy(),
+        compute_distance(g, g).numpy(),
+    )
 
 
 def _status_kib(field: str) -> int:
