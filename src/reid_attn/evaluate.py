@@ -3,7 +3,6 @@ checkpoint alone."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from reid_attn.config import validate_data_config
 from reid_attn.data import ReIDDataModule
 from reid_attn.extract import load_module
-from reid_attn.run_files import format_metrics, write_metrics
-from reid_attn.train import USER_ERRORS
+from reid_attn.run_files import format_metrics, run_entry, write_metrics
 
 
 def evaluation_overrides(cfg: DictConfig) -> dict[str, Any]:
@@ -64,10 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """Console entry point (``reid-attn-evaluate``)."""
-    try:
-        evaluate(cfg)
-    except USER_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+    run_entry(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from reid_attn.extract import input_size, load_module, run_entry
-from reid_attn.train import USER_ERRORS
+from reid_attn.extract import input_size, load_module
+from reid_attn.run_files import USER_ERRORS, run_entry
 
 EXPORT_FORMATS = ("onnx",)
 ONNX_EXPORTERS = ("dynamo", "torchscript")

@@ -13,15 +13,13 @@ The helpers here (:func:`load_module`, :func:`embed_items`, ...) are shared by
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 from rich.progress import track
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -30,26 +28,9 @@ from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError, Item, Market15
 from reid_attn.data.image_dataset import ReIDImageDataset
 from reid_attn.data.transforms import build_test_transform
 from reid_attn.module import ReIDModule
-from reid_attn.run_files import load_checkpoint
-from reid_attn.train import USER_ERRORS
+from reid_attn.run_files import load_checkpoint, run_entry
 
 ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
-
-
-def run_entry(
-    function: Callable[[DictConfig], Any],
-    cfg: DictConfig,
-    errors: tuple[type[BaseException], ...] = USER_ERRORS,
-) -> None:
-    """Run an entry point's ``function(cfg)``; a user error (``errors``, or a required value
-    such as ``ckpt_path=`` left out) exits with one line ``error: ...``."""
-    try:
-        function(cfg)
-    except MissingMandatoryValue as exc:
-        key = getattr(exc, "full_key", None) or str(exc).splitlines()[0]
-        sys.exit(f"error: {key} is required; pass it on the command line ({key}=...)")
-    except errors as exc:
-        sys.exit(f"error: {exc}")
 
 
 def load_module(ckpt_path: str | Path, evaluation: dict[str, Any] | None = None) -> ReIDModule:

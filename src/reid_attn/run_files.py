@@ -1,18 +1,30 @@
-"""Files every run writes: ``metrics.json`` and the checkpoint loader used by evaluation."""
+"""Files every run writes (``metrics.json``), the checkpoint loader, and how entry points
+report bad input."""
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
+from reid_attn.config import ConfigError
+from reid_attn.data import DatasetError
 from reid_attn.metrics import METRIC_NAMES
+from reid_attn.models.pretrained import PretrainedWeightsError
 
 
 class CheckpointError(Exception):
     """A checkpoint is missing, unreadable or not a reid-attn checkpoint."""
+
+
+#: Errors that mean bad input: entry points print them as one line, without a traceback.
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, PretrainedWeightsError, ValueError)
 
 
 def write_metrics(results: dict[str, Any], output_dir: str | Path) -> Path:
@@ -54,3 +66,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} is not a reid-attn checkpoint: hyper-parameters lack {', '.join(missing)}"
         )
     return checkpoint
+
+
+def run_entry(
+    function: Callable[[DictConfig], Any],
+    cfg: DictConfig,
+    errors: tuple[type[BaseException], ...] = USER_ERRORS,
+) -> None:
+    """Run an entry point's ``function(cfg)``; a user error (``errors``, or a required value
+    such as ``ckpt_path=`` left out) exits with one line ``error: ...``."""
+    try:
+        function(cfg)
+    except MissingMandatoryValue as exc:
+        key = getattr(exc, "full_key", None) or str(exc).splitlines()[0]
+        sys.exit(f"error: {key} is required; pass it on the command line ({key}=...)")
+    except errors as exc:
+        sys.exit(f"error: {exc}")

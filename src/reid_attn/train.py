@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from reid_attn.config import ConfigError, validate_train_config
-from reid_attn.data import DatasetError, ReIDDataModule
-from reid_attn.models.pretrained import PretrainedWeightsError, load_imagenet_weights
+from reid_attn.config import validate_train_config
+from reid_attn.data import ReIDDataModule
+from reid_attn.models.pretrained import load_imagenet_weights
 from reid_attn.module import ReIDModule
-from reid_attn.run_files import CheckpointError, format_metrics, write_metrics
-
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError, PretrainedWeightsError, ValueError)
+from reid_attn.run_files import format_metrics, run_entry, write_metrics
 
 
 def build_trainer(
@@ -100,10 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     """Console entry point (``reid-attn-train``)."""
-    try:
-        train(cfg)
-    except USER_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+    run_entry(train, cfg)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ from reid_attn.data import Market1501, ReIDDataModule
 from reid_attn.data.datasets import Item
 from reid_attn.data.image_dataset import read_image
 from reid_attn.data.transforms import build_test_transform
-from reid_attn.extract import embed_items, input_size, load_module, resolve_device, run_entry
+from reid_attn.extract import embed_items, input_size, load_module, resolve_device
 from reid_attn.metrics import compute_distance, re_ranking
 from reid_attn.module import METRIC_DEFAULTS, ReIDModule
+from reid_attn.run_files import run_entry
 from reid_attn.viz.attention import (
     AttentionRecorder,
     attention_kind,
