@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["evaluate_rank", "match_ranks"]
+__all__ = ["evaluate_rank", "match_ranks", "metrics_from_ranks"]
 
 #: Default number of query rows processed at once (bounds peak memory to O(chunk * num_g)).
 DEFAULT_CHUNK_SIZE = 256
@@ -397,19 +397,28 @@ def evaluate_rank(
     max_rank = int(max_rank)
 
     ranks = match_ranks(dist, qp, gp, qc, gc, chunk_size=int(chunk_size))
-    num_valid = len(ranks.offsets) - 1
+    return metrics_from_ranks(ranks.rank, ranks.offsets, max_rank, num_q, num_g)
+
+
+def metrics_from_ranks(
+    rank: np.ndarray, offsets: np.ndarray, max_rank: int, num_q: int, num_g: int
+) -> dict[str, Any]:
+    """CMC, mAP and mINP (see :func:`evaluate_rank`) from the 1-based ranks of the true matches
+    of the valid queries: ``rank[offsets[v]:offsets[v + 1]]`` ascending for valid query ``v``
+    (the layout :func:`match_ranks` returns). ``num_q``, ``num_g`` only go into the error."""
+    num_valid = len(offsets) - 1
     if num_valid == 0:
         raise ValueError(
             "evaluate_rank: no query has a valid true match in the gallery (a gallery image "
             "with the same pid but a different camid); cannot compute CMC/mAP/mINP "
             f"(num_q={num_q}, num_g={num_g})"
         )
-    counts = np.diff(ranks.offsets)
+    counts = np.diff(offsets)
     valid_id = np.repeat(np.arange(num_valid), counts)
-    hits = np.arange(len(ranks.rank)) - ranks.offsets[valid_id] + 1  # 1..M within each query
-    ap = np.bincount(valid_id, weights=hits / ranks.rank, minlength=num_valid) / counts
-    first_rank = ranks.rank[ranks.offsets[:-1]]
-    last_rank = ranks.rank[ranks.offsets[1:] - 1]
+    hits = np.arange(len(rank)) - offsets[valid_id] + 1  # 1..M within each query
+    ap = np.bincount(valid_id, weights=hits / rank, minlength=num_valid) / counts
+    first_rank = rank[offsets[:-1]]
+    last_rank = rank[offsets[1:] - 1]
     first_hist = np.bincount(np.minimum(first_rank, max_rank + 1), minlength=max_rank + 2)
     cmc = np.cumsum(first_hist[1 : max_rank + 1]).astype(np.float64) / num_valid
     return {

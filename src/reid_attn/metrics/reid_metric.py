@@ -6,9 +6,11 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from reid_attn.metrics.chunked import evaluate_features
 from reid_attn.metrics.distance import DISTANCE_NAMES, compute_distance
 from reid_attn.metrics.rank import evaluate_rank
 from reid_attn.metrics.rerank import check_rerank_params, re_ranking
+from reid_attn.metrics.rerank_features import check_chunk
 
 #: The scalar figures :meth:`ReIDMetric.compute` returns (fractions in [0, 1]).
 METRIC_NAMES = ("rank1", "rank5", "rank10", "mAP", "mINP")
@@ -32,6 +34,11 @@ class ReIDMetric(Metric):
         max_rank: length of the CMC curve.
         rerank: apply k-reciprocal re-ranking (:func:`re_ranking`) to the distances.
         rerank_k1, rerank_k2, rerank_lambda: its ``k1``, ``k2`` and ``lambda_value``.
+        chunk_size: ``None``: one dense query x gallery matrix (and, with re-ranking, the
+            query-query and gallery-gallery ones). An integer: :func:`evaluate_features`, which
+            holds the distances of at most ``max(chunk_size, 32)`` queries at a time and
+            re-ranks from the features (:func:`re_ranking_from_features`), for large test sets
+            such as MSMT17's; same figures.
     """
 
     full_state_update = False
@@ -44,6 +51,7 @@ class ReIDMetric(Metric):
         rerank_k1: int = 20,
         rerank_k2: int = 6,
         rerank_lambda: float = 0.3,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         if distance not in DISTANCE_NAMES:
@@ -53,10 +61,12 @@ class ReIDMetric(Metric):
         if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1:
             raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
         check_rerank_params(rerank_k1, rerank_k2, rerank_lambda)
+        check_chunk(chunk_size, "chunk_size", "ReIDMetric")
         self.distance = distance
         self.max_rank = max_rank
         self.rerank = bool(rerank)
         self.rerank_k1, self.rerank_k2, self.rerank_lambda = rerank_k1, rerank_k2, rerank_lambda
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
         for name in STATE_NAMES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -100,27 +110,36 @@ class ReIDMetric(Metric):
         return features, pids, camids, is_query
 
     def compute(self) -> dict[str, Tensor]:
-        """Distances query x gallery (re-ranked if configured), then :func:`evaluate_rank`."""
+        """Distances query x gallery (re-ranked if configured), then :func:`evaluate_rank`
+        (by blocks of queries, :func:`evaluate_features`, when ``chunk_size`` is set)."""
         features, pids, camids, is_query = self.gathered()
         query, gallery = features[is_query], features[~is_query]
-        distmat = compute_distance(query, gallery, self.distance)
-        if self.rerank:
-            distmat = re_ranking(
-                distmat,
-                compute_distance(query, query, self.distance),
-                compute_distance(gallery, gallery, self.distance),
+        labels = (pids[is_query], pids[~is_query], camids[is_query], camids[~is_query])
+        if self.chunk_size is not None:
+            result = evaluate_features(
+                query,
+                gallery,
+                *labels,
+                distance=self.distance,
+                max_rank=self.max_rank,
+                rerank=self.rerank,
                 k1=self.rerank_k1,
                 k2=self.rerank_k2,
                 lambda_value=self.rerank_lambda,
+                chunk_size=self.chunk_size,
             )
-        result = evaluate_rank(
-            distmat,
-            pids[is_query],
-            pids[~is_query],
-            camids[is_query],
-            camids[~is_query],
-            max_rank=self.max_rank,
-        )
+        else:
+            distmat = compute_distance(query, gallery, self.distance)
+            if self.rerank:
+                distmat = re_ranking(
+                    distmat,
+                    compute_distance(query, query, self.distance),
+                    compute_distance(gallery, gallery, self.distance),
+                    k1=self.rerank_k1,
+                    k2=self.rerank_k2,
+                    lambda_value=self.rerank_lambda,
+                )
+            result = evaluate_rank(distmat, *labels, max_rank=self.max_rank)
         cmc = torch.as_tensor(result["cmc"], dtype=torch.float64)
         return {
             "rank1": cmc[0],

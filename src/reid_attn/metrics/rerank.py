@@ -17,10 +17,15 @@ inverted index. Only small parts of those matrices matter:
 
 Memory is ``O(block * N)`` plus the ``num_q x num_g`` output, instead of several dense
 ``N x N`` matrices; time is dominated by one top-k pass over the ``N x N`` distances.
+
+Everything after the neighbour lists (:func:`sparse_vectors`, :class:`JaccardIndex`) is shared
+with :mod:`reid_attn.metrics.rerank_features`, which finds the neighbours from the features
+instead of from distance matrices.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +33,13 @@ import torch
 
 from reid_attn.metrics.rank import ragged_ranges
 
-__all__ = ["check_rerank_params", "re_ranking"]
+__all__ = [
+    "JaccardIndex",
+    "check_rerank_params",
+    "neighbour_counts",
+    "re_ranking",
+    "sparse_vectors",
+]
 
 #: Elements of the float32 row block of the normalised ``N x N`` matrix built at once (32 MB).
 _BLOCK_ELEMENTS = 1 << 23
@@ -115,6 +126,43 @@ class _Distances:
         return out
 
 
+def _stable_select(values: np.ndarray, index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of each row's candidate columns in the order of a stable sort on
+    ``(value, column)``.
+
+    Args:
+        values: ``(b, c)`` float32 values of ``c > k`` candidates per row, a superset of the
+            row's ``k`` smallest: every other item of the row is ``>=`` the largest candidate.
+        index: ``(b, c)`` their columns.
+        k: number of neighbours.
+
+    Returns:
+        ``top`` ``(b, k)`` int32 and ``unsure`` ``(b,)`` bool: rows whose ``k``-th value equals
+        their largest candidate value, where an item outside the candidates may tie at the cut
+        with a smaller column; those rows must be resolved on the full row.
+    """
+    by_column = np.argsort(index, axis=1)
+    index = np.take_along_axis(index, by_column, axis=1)
+    values = np.take_along_axis(values, by_column, axis=1)
+    order = np.argsort(values, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(index, order, axis=1).astype(np.int32)
+    kth = np.take_along_axis(values, order[:, -1:], axis=1)[:, 0]
+    return top, values.max(axis=1) == kth
+
+
+def _block_topk(block: np.ndarray, k: int) -> np.ndarray:
+    """``(b, k)`` int32: the first ``k`` columns of each row of ``block`` ``(b, n)`` (float32,
+    ``k <= n``) in the order of a stable sort on ``(value, column)``."""
+    if k + 1 > block.shape[1]:  # tiny problem: sort everything
+        return np.argsort(block, axis=1, kind="stable")[:, :k].astype(np.int32)
+    values, index = torch.topk(torch.from_numpy(block), k + 1, dim=1, largest=False, sorted=False)
+    top, unsure = _stable_select(values.numpy(), index.numpy(), k)
+    for r in np.flatnonzero(unsure):  # the (k+1)-th value ties the k-th: scan the whole row
+        cand = np.flatnonzero(block[r] <= block[r, top[r, -1]])  # ascending column order
+        top[r] = cand[np.argsort(block[r, cand], kind="stable")[:k]]
+    return top
+
+
 def _stable_topk(dist: _Distances, k: int) -> np.ndarray:
     """``(N, k)`` int32: the first ``k`` columns of each row of ``W`` in the order of a stable
     sort on ``(value, column)`` (``k <= N``)."""
@@ -123,21 +171,7 @@ def _stable_topk(dist: _Distances, k: int) -> np.ndarray:
     step = max(1, _BLOCK_ELEMENTS // num)
     for start in range(0, num, step):
         stop = min(num, start + step)
-        block = dist.rows(start, stop)
-        if k + 1 > num:  # tiny problem: sort everything
-            top[start:stop] = np.argsort(block, axis=1, kind="stable")[:, :k]
-            continue
-        values, index = torch.topk(torch.from_numpy(block), k + 1, dim=1, largest=False)
-        values, index = values.numpy(), index.numpy()
-        # The set of the k smallest is unique unless the (k+1)-th value ties the k-th.
-        rows = np.arange(stop - start)
-        index = np.sort(index[:, :k], axis=1)
-        order = np.argsort(block[rows[:, None], index], axis=1, kind="stable")
-        top[start:stop] = np.take_along_axis(index, order, axis=1)
-        for r in np.flatnonzero(values[:, k] == values[:, k - 1]):
-            cut = values[r, k - 1]
-            cand = np.flatnonzero(block[r] <= cut)  # ascending column order
-            top[start + r] = cand[np.argsort(block[r, cand], kind="stable")[:k]]
+        top[start:stop] = _block_topk(dist.rows(start, stop), k)
     return top
 
 
@@ -184,10 +218,13 @@ def _expansion_sets(top: np.ndarray, k1: int, num: int) -> tuple[np.ndarray, np.
     return indptr, table[keep]
 
 
-def _row_weights(dist: _Distances, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """``V`` values: ``exp(-W[i, e])`` normalised to sum 1 over each row's support (float64)."""
+def _row_weights(
+    values: Callable[[np.ndarray, np.ndarray], np.ndarray], indptr: np.ndarray, indices: np.ndarray
+) -> np.ndarray:
+    """``V`` values: ``exp(-W[i, e])`` normalised to sum 1 over each row's support (float64).
+    ``values(i, j)`` returns ``W[i, j]`` for index arrays ``i``, ``j`` of shape ``(K,)``."""
     row = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    weight = np.exp(-dist.values(row, indices).astype(np.float64))
+    weight = np.exp(-values(row, indices).astype(np.float64))
     return weight / np.bincount(row, weights=weight, minlength=len(indptr) - 1)[row]
 
 
@@ -208,6 +245,73 @@ def _query_expansion(
     out_row, out_col = np.divmod(key[first], num)
     out_indptr = np.concatenate([[0], np.cumsum(np.bincount(out_row, minlength=num))])
     return out_indptr, out_col, sums
+
+
+def neighbour_counts(k1: int, k2: int, num: int) -> tuple[int, int]:
+    """``(k, k2)``: the neighbours per item the pipeline needs (``max(k1 + 1, k2)``) and the
+    query-expansion width, both capped at the ``num`` items."""
+    k2 = min(int(k2), num)
+    return min(max(int(k1) + 1, k2), num), k2
+
+
+def sparse_vectors(
+    top: np.ndarray,
+    k1: int,
+    k2: int,
+    values: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR ``(indptr (N + 1,), indices, data)`` of the k-reciprocal vectors ``V`` after local
+    query expansion, from the stable neighbour lists ``top`` ``(N, k)`` (``k`` and ``k2`` from
+    :func:`neighbour_counts`) and ``values(i, j) = W[i, j]`` (float32, index arrays)."""
+    indptr, indices = _expansion_sets(top, int(k1), len(top))
+    data = _row_weights(values, indptr, indices)
+    if k2 != 1:
+        indptr, indices, data = _query_expansion(indptr, indices, data, top, k2)
+    return indptr, indices, data
+
+
+class JaccardIndex:
+    """Jaccard distances between the query rows and the gallery rows of ``V`` (CSR, queries
+    first), through an inverted (column) index of the gallery rows."""
+
+    def __init__(
+        self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, num_q: int
+    ) -> None:
+        num = len(indptr) - 1
+        self.num_q, self.num_g = num_q, num - num_q
+        self.indptr, self.indices, self.data = indptr, indices, data
+        rows = np.repeat(np.arange(num), np.diff(indptr))
+        self.query_rows = rows[: indptr[num_q]]
+        in_gallery = rows[indptr[num_q] :] - num_q
+        g_cols, g_vals = indices[indptr[num_q] :], data[indptr[num_q] :]
+        by_col = np.argsort(g_cols, kind="stable")
+        self.col_rows, self.col_vals = in_gallery[by_col], g_vals[by_col]
+        self.col_ptr = np.concatenate([[0], np.cumsum(np.bincount(g_cols, minlength=num))])
+
+    def rerank(
+        self, start: int, stop: int, original: np.ndarray, lambda_value: float
+    ) -> np.ndarray:
+        """Re-ranked rows ``start:stop`` (queries), ``(stop - start, num_g)`` float32:
+        ``(1 - lambda_value) * d_J + lambda_value * original``, with ``original`` the
+        ``(stop - start, num_g)`` float32 normalised distances ``W[query, gallery]``."""
+        num_g = self.num_g
+        out = np.empty((stop - start, num_g), dtype=np.float32)
+        for lo_row in range(start, stop, _JACCARD_ROWS):
+            hi_row = min(stop, lo_row + _JACCARD_ROWS)
+            lo, hi = self.indptr[lo_row], self.indptr[hi_row]
+            q_row = self.query_rows[lo:hi] - lo_row
+            q_col, q_val = self.indices[lo:hi], self.data[lo:hi]
+            lengths = self.col_ptr[q_col + 1] - self.col_ptr[q_col]
+            pick = ragged_ranges(self.col_ptr[q_col], lengths)  # gallery entries sharing a column
+            pair_min = np.minimum(np.repeat(q_val, lengths), self.col_vals[pick])
+            cell = np.repeat(q_row, lengths) * num_g + self.col_rows[pick]
+            shared = np.bincount(cell, weights=pair_min, minlength=(hi_row - lo_row) * num_g)
+            jaccard = 1.0 - shared / (2.0 - shared)
+            out[lo_row - start : hi_row - start] = (
+                jaccard.reshape(hi_row - lo_row, num_g) * (1.0 - lambda_value)
+                + original[lo_row - start : hi_row - start] * lambda_value
+            )
+        return out
 
 
 def check_rerank_params(k1: int, k2: int, lambda_value: float) -> None:
@@ -268,38 +372,13 @@ def re_ranking(
     if num_q == 0 or num_g == 0:
         return np.zeros((num_q, num_g), dtype=np.float32)
     dist = _Distances(q_g, q_q, g_g)
-    num = dist.num
-    k2 = min(int(k2), num)
-    top = _stable_topk(dist, min(max(k1 + 1, k2), num))
-
-    indptr, indices = _expansion_sets(top, int(k1), num)
-    data = _row_weights(dist, indptr, indices)
-    if k2 != 1:
-        indptr, indices, data = _query_expansion(indptr, indices, data, top, k2)
+    k, k2 = neighbour_counts(k1, k2, dist.num)
+    top = _stable_topk(dist, k)
+    index = JaccardIndex(*sparse_vectors(top, k1, k2, dist.values), num_q)
     del top
-
-    # Inverted index over the gallery rows: for each column, its gallery rows and values.
-    g_rows = np.repeat(np.arange(num), np.diff(indptr))
-    in_gallery = g_rows[indptr[num_q] :] - num_q
-    g_cols, g_vals = indices[indptr[num_q] :], data[indptr[num_q] :]
-    by_col = np.argsort(g_cols, kind="stable")
-    col_rows, col_vals = in_gallery[by_col], g_vals[by_col]
-    col_ptr = np.concatenate([[0], np.cumsum(np.bincount(g_cols, minlength=num))])
-
     final = np.empty((num_q, num_g), dtype=np.float32)
     for start in range(0, num_q, _JACCARD_ROWS):
         stop = min(num_q, start + _JACCARD_ROWS)
-        lo, hi = indptr[start], indptr[stop]
-        q_row = g_rows[lo:hi] - start
-        q_col, q_val = indices[lo:hi], data[lo:hi]
-        lengths = col_ptr[q_col + 1] - col_ptr[q_col]
-        pick = ragged_ranges(col_ptr[q_col], lengths)  # gallery entries sharing each column
-        pair_min = np.minimum(np.repeat(q_val, lengths), col_vals[pick])
-        cell = np.repeat(q_row, lengths) * num_g + col_rows[pick]
-        shared = np.bincount(cell, weights=pair_min, minlength=(stop - start) * num_g)
-        jaccard = 1.0 - shared / (2.0 - shared)
         original = q_g[start:stop].astype(np.float32) / dist.scale[start:stop, None]
-        final[start:stop] = (
-            jaccard.reshape(stop - start, num_g) * (1.0 - lambda_value) + original * lambda_value
-        )
+        final[start:stop] = index.rerank(start, stop, original, lambda_value)
     return final
