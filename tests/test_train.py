@@ -172,8 +172,29 @@ def test_checkpoint_of_another_attention_type_is_named(trained_run, compose_cfg,
     edited = tmp_path / "edited.ckpt"
     torch.save(checkpoint, edited)
     cfg = compose_cfg("evaluate", [f"ckpt_path={edited}", f"output_dir={tmp_path}"])
-    with pytest.raises(ValueError, match=r"does not match the model .*attention=se"):
+    with pytest.raises(
+        ValueError,
+        match=r"does not match the model its hyper-parameters describe: the checkpoint's "
+        r"weights have attention=cbam, the model has attention=se$",
+    ):
         evaluate(cfg)
+
+
+def test_checkpoint_of_another_shape_names_the_tensors(trained_run, compose_cfg, tmp_path):
+    run_dir, _ = trained_run
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    classes = checkpoint["hyper_parameters"]["num_classes"]
+    checkpoint["hyper_parameters"]["num_classes"] = classes + 1
+    edited = tmp_path / "edited.ckpt"
+    torch.save(checkpoint, edited)
+    cfg = compose_cfg("evaluate", [f"ckpt_path={edited}", f"output_dir={tmp_path}"])
+    reshaped = [k for k, v in checkpoint["state_dict"].items() if v.shape[:1] == (classes,)]
+    with pytest.raises(ValueError) as info:
+        evaluate(cfg)
+    assert str(info.value).endswith(
+        f"{len(reshaped)} of another shape (e.g. {sorted(reshaped)[0]}: ({classes}, 2048) in "
+        f"the checkpoint, ({classes + 1}, 2048) in the model)"
+    )
 
 
 def test_command_line_error_is_one_clear_line(tmp_path) -> None:

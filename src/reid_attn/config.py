@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+
 from omegaconf import DictConfig
 
 from reid_attn.data.datamodule import DATASETS
@@ -68,9 +71,36 @@ def validate_train_config(cfg: DictConfig) -> None:
     """Check everything :func:`reid_attn.train.train` reads; raise :class:`ConfigError`."""
     validate_model_config(cfg)
     validate_data_config(cfg.data)
+    _at_least(cfg.seed, 0, "seed")
     _at_least(cfg.optimizer.lr, 0.0, "optimizer.lr", strict=True)
     _at_least(cfg.trainer.max_epochs, 1, "trainer.max_epochs")
+    precision = str(cfg.trainer.get("precision"))
+    if cfg.trainer.get("accelerator") == "cpu" and precision in ("16", "16-mixed", "16-true"):
+        raise ConfigError(
+            f"trainer.precision={precision} needs a GPU; on the CPU pass trainer.precision=32-true "
+            "(trainer=ddp_cpu sets it) or bf16-mixed"
+        )
+    if cfg.trainer.get("accelerator") == "cpu" and cfg.trainer.get("sync_batchnorm"):
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs a GPU (torch's SyncBatchNorm works on GPU modules "
+            "only); on the CPU pass trainer.sync_batchnorm=false (trainer=ddp_cpu sets it)"
+        )
     sched = cfg.scheduler
     _at_least(sched.warmup_epochs, 0, "scheduler.warmup_epochs")
     if not 0 < sched.warmup_factor <= 1:
         raise ConfigError(f"scheduler.warmup_factor={sched.warmup_factor}; it must lie in (0, 1]")
+
+
+def validate_sampling(num_instances: int, pids: Sequence[int]) -> int:
+    """Check K (``data.num_instances``) against the training identities' image counts and
+    return how many identities have fewer than K images: those are topped up by repeating
+    their images (sampling with replacement, the re-id convention). K above every identity's
+    count would make every batch repeats only: :class:`ConfigError`."""
+    counts = Counter(int(p) for p in pids)
+    most = max(counts.values(), default=0)
+    if num_instances > most:
+        raise ConfigError(
+            f"data.num_instances={num_instances} is out of range: no training identity has that "
+            f"many images (at most {most}); it must be <= {most}"
+        )
+    return sum(count < num_instances for count in counts.values())

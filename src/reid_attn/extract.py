@@ -13,7 +13,7 @@ The helpers here (:func:`load_module`, :func:`embed_items`, ...) are shared by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError, Item, Market1501
 from reid_attn.data.image_dataset import ReIDImageDataset
 from reid_attn.data.transforms import build_test_transform
+from reid_attn.models.attention import ATTENTION_NAMES, create_attention
 from reid_attn.module import ReIDModule
 from reid_attn.run_files import load_checkpoint, run_entry
 
@@ -45,11 +46,55 @@ def load_module(ckpt_path: str | Path, evaluation: dict[str, Any] | None = None)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
+        difference = describe_weight_mismatch(
+            checkpoint["state_dict"], module.state_dict(), hparams["model"].get("attention")
+        )
         raise ValueError(
-            f"{ckpt_path} does not match the model its hyper-parameters describe "
-            f"(attention={hparams['model'].get('attention')}): {exc}"
+            f"{ckpt_path} does not match the model its hyper-parameters describe: {difference}"
         ) from exc
     return module.eval()
+
+
+def weights_attention(state_dict: Mapping[str, Tensor]) -> str | None:
+    """The attention type (``ATTENTION_NAMES``) whose parameter names the ``.attn.`` entries of
+    a re-id network's state dict carry: ``"none"`` without such entries, ``None`` when they
+    match no type."""
+    names = {key.split(".attn.", 1)[1] for key in state_dict if ".attn." in key}
+    for name in ATTENTION_NAMES:
+        if names == set(create_attention(name, 64).state_dict()):
+            return name
+    return None
+
+
+def describe_weight_mismatch(
+    saved: Mapping[str, Tensor], expected: Mapping[str, Tensor], attention: str | None
+) -> str:
+    """What differs between a checkpoint's ``saved`` state dict and the ``expected`` one of the
+    model built for ``attention``: the attention type when the weights carry another one,
+    else the counts (with an example) of missing, unexpected and differently shaped tensors."""
+    found = weights_attention(saved)
+    if found != attention:
+        return (
+            f"the checkpoint's weights have attention={found or 'unknown'}, the model has "
+            f"attention={attention}"
+        )
+    missing = sorted(expected.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - expected.keys())
+    reshaped = sorted(
+        k for k in expected.keys() & saved.keys() if saved[k].shape != expected[k].shape
+    )
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if reshaped:
+        key = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} of another shape (e.g. {key}: {tuple(saved[key].shape)} in the "
+            f"checkpoint, {tuple(expected[key].shape)} in the model)"
+        )
+    return "; ".join(parts)
 
 
 def resolve_device(accelerator: str) -> torch.device:

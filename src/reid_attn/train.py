@@ -1,4 +1,9 @@
-"""``python -m reid_attn.train [overrides]``: train, test on the test split, write metrics.json."""
+"""``python -m reid_attn.train [overrides]``: train, test on the test split, write metrics.json.
+
+``resume=true`` with the run's folder (``hydra.run.dir=RUN`` or ``output_dir=RUN``) and its
+original overrides continues a killed run from ``RUN/checkpoints/last.ckpt``; the interrupted
+epoch is replayed and the run ends with the figures an uninterrupted run gets.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +17,59 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
-from reid_attn.config import validate_train_config
+from reid_attn.callbacks import SeedEachEpoch, StopOnNonFiniteLoss
+from reid_attn.config import validate_sampling, validate_train_config
 from reid_attn.data import ReIDDataModule
 from reid_attn.models.pretrained import load_imagenet_weights
 from reid_attn.module import ReIDModule
-from reid_attn.run_files import format_metrics, run_entry, write_metrics
+from reid_attn.run_files import (
+    AtomicCheckpointIO,
+    format_metrics,
+    prepare_output_dir,
+    run_entry,
+    write_metrics,
+)
 
 
 def build_trainer(
-    trainer_cfg: DictConfig, output_dir: Path, monitor: str | None, mode: str = "max"
-) -> tuple[pl.Trainer, ModelCheckpoint]:
-    """Trainer from ``trainer_cfg`` with checkpoints (last + best by ``monitor``), CSV and
-    TensorBoard logs in ``output_dir``, and the rich progress bar when enabled."""
-    checkpoint = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints",
-        filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
-        monitor=monitor,
-        mode=mode,
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
-    callbacks: list[pl.Callback] = [checkpoint]
+    trainer_cfg: DictConfig,
+    output_dir: Path,
+    monitor: str | None,
+    mode: str = "max",
+    seed: int = 0,
+) -> tuple[pl.Trainer, Path]:
+    """Trainer from ``trainer_cfg`` with checkpoints in ``output_dir/checkpoints`` (written
+    atomically), CSV and TensorBoard logs in ``output_dir``, per-epoch re-seeding from
+    ``seed``, a stop at the first non-finite loss, and the rich progress bar when enabled.
+    Returns the trainer and the path of ``last.ckpt``.
+
+    ``last.ckpt`` is rewritten after every epoch by a checkpoint callback of its own
+    (``ModelCheckpoint(save_last=True)`` rewrites it only in epochs that also save a top-k
+    checkpoint, i.e. not when ``monitor`` failed to improve); with a ``monitor``,
+    ``best-epochNNN.ckpt`` keeps the best epoch. The best callback runs first, so the state
+    ``last.ckpt`` records for it (which a resume restores) includes the epoch's decision.
+    """
+    folder = output_dir / "checkpoints"
+    last = ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)
+    checkpoints = [last]
+    if monitor:
+        best = ModelCheckpoint(
+            dirpath=folder,
+            filename="best-epoch{epoch:03d}",
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+        )
+        checkpoints.insert(0, best)
+    last_path = folder / "last.ckpt"
+    callbacks: list[pl.Callback] = [
+        *checkpoints,
+        SeedEachEpoch(seed),
+        StopOnNonFiniteLoss(last_path),
+    ]
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     loggers = [
@@ -46,19 +81,22 @@ def build_trainer(
         callbacks=callbacks,
         logger=loggers,
         default_root_dir=str(output_dir),
+        plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # the PK sampler splits batches across ranks itself
         limit_val_batches=None if monitor else 0,
     )
-    return trainer, checkpoint
+    return trainer, last_path
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the configured model, test the last checkpoint on the test split, write
-    ``metrics.json`` and ``config.yaml`` into ``cfg.output_dir``; return the test metrics."""
+    ``metrics.json`` and ``config.yaml`` into ``cfg.output_dir``; return the test metrics.
+    With ``cfg.resume`` continue the run in ``cfg.output_dir`` from its ``last.ckpt``
+    (see :func:`reid_attn.run_files.prepare_output_dir`)."""
     validate_train_config(cfg)
     output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    # DDP processes after the first are started by it, into the folder it has prepared
+    resume_from = prepare_output_dir(cfg, main_process=rank_zero_only.rank == 0)
     pl.seed_everything(cfg.seed, workers=True)
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
@@ -67,6 +105,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         data_cfg["synthetic"] = asdict(datamodule.synthetic)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    topped_up = validate_sampling(cfg.data.num_instances, [p for _, p, _ in datamodule.train_items])
+    if topped_up:
+        print(
+            f"note: {topped_up} training identities have fewer than data.num_instances="
+            f"{cfg.data.num_instances} images; their images repeat within a batch"
+        )
     module = ReIDModule(
         num_classes=datamodule.num_classes,
         model=OmegaConf.to_container(cfg.model, resolve=True),
@@ -83,14 +127,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"initialisation, ignored {report['unexpected']}"
         )
     monitor = cfg.checkpoint.monitor if datamodule.val_query else None
-    trainer, checkpoint = build_trainer(cfg.trainer, output_dir, monitor, cfg.checkpoint.mode)
-    trainer.fit(module, datamodule=datamodule)
+    trainer, last_checkpoint = build_trainer(
+        cfg.trainer, output_dir, monitor, cfg.checkpoint.mode, cfg.seed
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     # Reported figures come from the last checkpoint, never from one picked on the test split.
-    trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.last_model_path, verbose=False)
+    trainer.test(module, datamodule=datamodule, ckpt_path=last_checkpoint, verbose=False)
     results = module.test_results
-    write_metrics(results, output_dir)
-    print(f"test ({datamodule.name}, last checkpoint): {format_metrics(results)}")
-    print(f"run directory: {output_dir}")
+    if trainer.is_global_zero:
+        write_metrics(results, output_dir)
+        print(f"test ({datamodule.name}, last checkpoint): {format_metrics(results)}")
+        print(f"run directory: {output_dir}")
     return results
 
 

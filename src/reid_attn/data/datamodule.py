@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from reid_attn.data.datasets import MSMT17, DukeMTMC, Item, Market1501
@@ -19,6 +21,12 @@ DATASETS = {
     "dukemtmc": DukeMTMC,
     "msmt17": MSMT17,
 }
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 32-bit seed that depends on ``(seed, epoch, rank)`` alone (mixed by NumPy's
+    ``SeedSequence``, so neighbouring inputs give unrelated streams); all ``>= 0``."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def split_validation(
@@ -120,6 +128,17 @@ class ReIDDataModule(pl.LightningDataModule):
                 read_image(path)
 
     def train_dataloader(self) -> DataLoader:
+        """PK batches of augmented training images. The batch order and the augmentation draws
+        of epoch ``e`` depend on ``(seed, e, rank)`` only: the sampler is set to the epoch the
+        loader is built for (Lightning starts a resumed run's first epoch before it calls
+        ``set_epoch``), the loader's ``generator``, which draws the worker seeds, is seeded
+        from :func:`epoch_seed` (and re-seeded each epoch by
+        :class:`reid_attn.callbacks.SeedEachEpoch`), and workers are not persistent, since
+        they would carry their random state over from the epochs before."""
+        epoch, rank = 0, 0
+        if self.trainer is not None:
+            epoch = self.trainer.fit_loop.epoch_progress.current.processed
+            rank = self.trainer.global_rank
         dataset = ReIDImageDataset(self.train_items, self.train_transform)
         sampler = PKSampler(
             [pid for _, pid, _ in self.train_items],
@@ -127,13 +146,14 @@ class ReIDDataModule(pl.LightningDataModule):
             self.num_instances,
             seed=self.seed,
         )
+        sampler.set_epoch(epoch)
         return DataLoader(
             dataset,
             batch_size=sampler.batch_size,
             sampler=sampler,
             drop_last=True,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch, rank)),
         )
 
     def _retrieval_loader(self, query: list[Item], gallery: list[Item]) -> DataLoader:

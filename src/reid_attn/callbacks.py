@@ -1,0 +1,80 @@
+"""Lightning callbacks that make a run reproducible across a kill and stop it on a bad loss.
+
+* :class:`SeedEachEpoch` makes every random draw of a training epoch a function of
+  ``(seed, epoch, rank)`` alone, so an epoch replayed after ``resume=true`` is the epoch an
+  uninterrupted run trains.
+* :class:`StopOnNonFiniteLoss` stops training at the first NaN / inf loss, before the
+  optimiser applies it, naming the step and the last checkpoint (which is never overwritten
+  by the broken weights).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from reid_attn.data.datamodule import epoch_seed
+
+
+class NonFiniteLossError(Exception):
+    """Training produced a NaN or infinite loss; the message names the step and checkpoint."""
+
+
+class SeedEachEpoch(pl.Callback):
+    """At each training epoch's start, re-seed Python's, NumPy's and torch's global generators
+    and the train loader's ``generator`` (the source of its worker seeds) from
+    :func:`epoch_seed` ``(seed, epoch, global_rank)``.
+
+    Without it the draws of epoch ``e`` depend on every draw of epochs ``0..e-1`` made in the
+    same process, so a run resumed at epoch ``e`` would diverge from an uninterrupted one. The
+    loader's generator is seeded the same way when the loader is built
+    (:meth:`ReIDDataModule.train_dataloader`), which covers the first epoch after a resume,
+    whose worker processes Lightning starts before this hook runs.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = epoch_seed(self.seed, trainer.current_epoch, trainer.global_rank)
+        random.seed(value)
+        np.random.seed(value)
+        torch.manual_seed(value)
+        loader = trainer.train_dataloader
+        if isinstance(loader, DataLoader) and loader.generator is not None:
+            loader.generator.manual_seed(value)
+
+
+class StopOnNonFiniteLoss(pl.Callback):
+    """Raise :class:`NonFiniteLossError` when the training loss is NaN or infinite on any rank,
+    before its backward pass, so no non-finite update reaches the weights or a checkpoint.
+
+    Args:
+        last_checkpoint: the run's ``last.ckpt``, named by the message as the last good
+            checkpoint when it exists.
+    """
+
+    def __init__(self, last_checkpoint: str | Path) -> None:
+        self.last_checkpoint = Path(last_checkpoint)
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
+    ) -> None:
+        finite = bool(torch.isfinite(loss.detach()).all())
+        # every rank stops at the same step (a rank alone would leave the others waiting)
+        if trainer.strategy.reduce_boolean_decision(finite, all=True):
+            return
+        shown = loss.detach().float().sum().item() if not finite else "not finite on another rank"
+        last = self.last_checkpoint
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
+        raise NonFiniteLossError(
+            f"training stopped: the loss is {shown} at global step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); "
+            f"{kept}. Lower optimizer.lr or check the data and train again"
+        )
