@@ -24,6 +24,7 @@ METRIC_DEFAULTS = {
     "rerank_k1": 20,
     "rerank_k2": 6,
     "rerank_lambda": 0.3,
+    "chunk_size": None,
 }
 
 
@@ -63,9 +64,10 @@ class ReIDModule(pl.LightningModule):
     pairwise-circle terms; evaluates retrieval (CMC, mAP, mINP) on val and test loaders.
 
     All arguments are plain containers (saved as hyper-parameters, so a checkpoint rebuilds the
-    module alone): ``model`` (attention, attention_kwargs, last_stride), ``loss`` (see
-    ``conf/loss``), ``optimizer`` (a ``_partial_`` Hydra target), ``scheduler`` (warm-up and step
-    decay), ``evaluation`` (distance, max_rank), ``data`` (the data config it was trained on).
+    module alone): ``model`` (attention, attention_kwargs, last_stride, channels_last, compile),
+    ``loss`` (see ``conf/loss``), ``optimizer`` (a ``_partial_`` Hydra target), ``scheduler``
+    (warm-up and step decay), ``evaluation`` (distance, max_rank), ``data`` (the data config it
+    was trained on).
     """
 
     def __init__(
@@ -90,6 +92,11 @@ class ReIDModule(pl.LightningModule):
             scale=loss.get("scale", 64.0),
             margin=loss.get("margin", 0.35),
         )
+        self.channels_last = bool(model.get("channels_last", False))
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if model.get("compile", False):
+            self.net.compile()  # in place: parameter names (and checkpoints) stay the same
         metric_kwargs = {k: evaluation.get(k, v) for k, v in METRIC_DEFAULTS.items()}
         self.val_metric = ReIDMetric(**metric_kwargs)
         self.test_metric = ReIDMetric(**metric_kwargs)
@@ -98,9 +105,15 @@ class ReIDModule(pl.LightningModule):
         self._eval_order: Tensor | None = None
         self._eval_seen = 0
 
+    def prepare_images(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` images in the network's memory format (channels-last if set)."""
+        if self.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def forward(self, images: Tensor) -> Tensor:
         """Retrieval embeddings ``(B, 2048)`` of images ``(B, 3, H, W)``."""
-        return self.net.embed(images)
+        return self.net.embed(self.prepare_images(images))
 
     def compute_losses(self, outputs: dict[str, Tensor], pids: Tensor) -> dict[str, Tensor]:
         """Each weighted loss term under its own name, plus ``loss`` (their sum)."""
@@ -123,7 +136,7 @@ class ReIDModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images, pids, _camids, _ = batch
-        outputs = self.net(images, pids)
+        outputs = self.net(self.prepare_images(images), pids)
         terms = self.compute_losses(outputs, pids)
         accuracy = (outputs["scores"].argmax(1) == pids).float().mean()
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True, on_epoch=True)
