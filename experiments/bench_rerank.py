@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peak_memory import reset_peak_rss, status_kib
 
 from reid_attn.metrics import compute_distance
 
@@ -115,18 +116,6 @@ def make_problem(
     )
 
 
-def _status_kib(field: str) -> int:
-    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS, so that loading the inputs
-    (``np.load`` can briefly hold about twice an array) does not count."""
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 def worker(method: str, folder: Path, k1: int, k2: int, lam: float, repeats: int) -> None:
@@ -136,8 +125,8 @@ def worker(method: str, folder: Path, k1: int, k2: int, lam: float, repeats: int
 
     q_g, q_q, g_g = (np.load(folder / f"{name}.npy") for name in ("q_g", "q_q", "g_g"))
     fn = re_ranking if method == "sparse" else dense_re_ranking
-    _reset_peak_rss()
-    rss_before = _status_kib("VmRSS")
+    reset_peak_rss()
+    rss_before = status_kib("VmRSS")
     tracemalloc.start()
     times, out = [], None
     for _ in range(repeats):
@@ -147,7 +136,7 @@ def worker(method: str, folder: Path, k1: int, k2: int, lam: float, repeats: int
         times.append(time.perf_counter() - start)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss_peak = _status_kib("VmHWM")
+    rss_peak = status_kib("VmHWM")
     np.save(folder / f"out_{method}.npy", out)
     stats = {
         "seconds": statistics.median(times),

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peak_memory import reset_peak_rss, status_kib
 
 from reid_attn.metrics import (
     compute_distance,
@@ -98,22 +99,6 @@ def make_problem(
     return features(q_pids, q_cams), features(g_pids, g_cams), q_pids, g_pids, q_cams, g_cams
 
 
-def _status_kib(field: str) -> int:
-    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where not allowed
-    (the peak then includes feature generation)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def _dense_check(task: str, problem: tuple, args: argparse.Namespace, result: dict) -> dict:
@@ -141,8 +126,8 @@ def worker(task: str, args: argparse.Namespace, out_path: Path) -> None:
     )
     q, g, *labels = problem
     features_gb = (q.nelement() + g.nelement()) * 4 / 1e9
-    reset = _reset_peak_rss()
-    rss_before = _status_kib("VmRSS")
+    reset = reset_peak_rss()
+    rss_before = status_kib("VmRSS")
     stats: dict = {}
     start = time.perf_counter()
     if task == "evaluate":
@@ -161,7 +146,7 @@ def worker(task: str, args: argparse.Namespace, out_path: Path) -> None:
         result = evaluate_rank_chunked(timed(blocks), *labels)
     stats["seconds"] = time.perf_counter() - start
     stats.update(
-        peak_rss_gb=_status_kib("VmHWM") * 1024 / 1e9,
+        peak_rss_gb=status_kib("VmHWM") * 1024 / 1e9,
         rss_before_gb=rss_before * 1024 / 1e9,
         features_gb=features_gb,
         peak_reset_before_call=reset,

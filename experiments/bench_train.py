@@ -36,17 +36,11 @@ import time
 from pathlib import Path
 
 import torch
+from peak_memory import reset_peak_rss, status_kib
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ATTENTIONS = ("none", "se", "eca", "cbam")
 
-
-def _status_kib(field: str) -> int:
-    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def compose_train_config(overrides: list[str]):
@@ -118,8 +112,8 @@ def worker(spec: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    rss_before = _status_kib("VmRSS") if device.type == "cpu" else 0
+        reset_peak_rss()
+    rss_before = status_kib("VmRSS") if device.type == "cpu" else 0
     times = []
     for _ in range(spec["steps"]):
         start = time.perf_counter()
@@ -129,7 +123,7 @@ def worker(spec: dict) -> dict:
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak_mb = max(0, _status_kib("VmHWM") - rss_before) / 1024
+        peak_mb = max(0, status_kib("VmHWM") - rss_before) / 1024
     return {
         "images_per_s": batch / statistics.median(times),
         "step_seconds": times,
