@@ -17,11 +17,13 @@ before the timed steps) over the resident set then.
 Variants (measured for ``--variant-attentions``, by default none and cbam): ``fp32`` (the
 default, all four attention types), ``channels_last`` (``model.channels_last=true``), ``bf16``
 (``trainer.precision=bf16-mixed``: autocast to bfloat16), ``compile``
-(``model.compile=true``: torch.compile, timed after compilation).
+(``model.compile=true``: torch.compile, timed after compilation); ``+`` combines them, e.g.
+``bf16+channels_last`` (mixed precision on channels-last maps, the usual GPU setting).
 
-The data pipeline is the default config's train loader (decode + transforms, its
-``num_workers``), timed over ``--data-batches`` batches after the first; its throughput is
-compared with the default model's (default attention, size and precision).
+The data pipeline is the train loader of the default config (or of ``--data``: decode +
+transforms, its ``num_workers``), timed over ``--data-batches`` batches after the first; its
+throughput is compared with the model's (default attention at the data's size, in
+``--model-variant``, fp32 by default).
 """
 
 from __future__ import annotations
@@ -54,18 +56,22 @@ def compose_train_config(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
+VARIANT_OVERRIDES = {
+    "fp32": [],
+    "channels_last": ["model.channels_last=true"],
+    "bf16": ["trainer.precision=bf16-mixed"],
+    "compile": ["model.compile=true"],
+}
+
+
 def variant_overrides(variant: str) -> list[str]:
-    """Config overrides that select a benchmark variant."""
-    return {
-        "fp32": [],
-        "channels_last": ["model.channels_last=true"],
-        "bf16": ["trainer.precision=bf16-mixed"],
-        "compile": ["model.compile=true"],
-    }[variant]
+    """Config overrides that select a benchmark variant; ``a+b`` combines two."""
+    return [o for part in variant.split("+") for o in VARIANT_OVERRIDES[part]]
 
 
-def worker(spec: dict) -> dict:
-    """Time ``spec['steps']`` training steps of one configuration; return the figures."""
+def training_step(spec: dict):
+    """A closure running one training step of the configuration ``spec`` (size, attention,
+    variant, device, batch) on a fixed random batch; returns ``(step, batch_size)``."""
     from omegaconf import OmegaConf
 
     from reid_attn.module import ReIDModule
@@ -91,7 +97,7 @@ def worker(spec: dict) -> dict:
     images = torch.randn(batch, 3, height, width, device=device)
     pids = torch.arange(num_ids, device=device).repeat_interleave(cfg.data.num_instances)
     pids = torch.cat([pids, pids[: batch - len(pids)]])[:batch]
-    dtype = torch.bfloat16 if spec["variant"] == "bf16" else None
+    dtype = torch.bfloat16 if "bf16" in spec["variant"].split("+") else None
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -99,6 +105,14 @@ def worker(spec: dict) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss["loss"].backward()
         optimizer.step()
+
+    return step, batch
+
+
+def worker(spec: dict) -> dict:
+    """Time ``spec['steps']`` training steps of one configuration; return the figures."""
+    step, batch = training_step(spec)
+    device = torch.device(spec["device"])
 
     def synced() -> None:
         if device.type == "cuda":
@@ -144,14 +158,14 @@ def run_config(spec: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def data_pipeline_throughput(batches: int) -> dict:
-    """Images/s of the default config's train loader over ``batches`` batches (the first batch,
-    which includes worker start-up, is not timed)."""
+def data_pipeline_throughput(batches: int, overrides: list[str]) -> dict:
+    """Images/s of the config's train loader over ``batches`` batches (the first batch, which
+    includes worker start-up, is not timed)."""
     from omegaconf import OmegaConf
 
     from reid_attn.data import ReIDDataModule
 
-    cfg = compose_train_config([])
+    cfg = compose_train_config(overrides)
     datamodule = ReIDDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -182,7 +196,7 @@ def run_all(args: argparse.Namespace) -> dict:
     specs = []
     for size in args.sizes:
         for variant in args.variants:
-            if variant == "compile" and size != args.sizes[-1]:
+            if "compile" in variant.split("+") and size != args.sizes[-1]:
                 continue  # compilation takes minutes on CPU: the smallest size only
             attentions = ATTENTIONS if variant == "fp32" else args.variant_attentions
             for attention in attentions:
@@ -193,7 +207,7 @@ def run_all(args: argparse.Namespace) -> dict:
                         "variant": variant,
                         "device": args.device,
                         "batch": args.batch,
-                        "warmup": args.warmup + (1 if variant == "compile" else 0),
+                        "warmup": args.warmup + ("compile" in variant.split("+")),
                         "steps": args.steps,
                     }
                 )
@@ -266,9 +280,10 @@ def write_markdown(result: dict, path: Path) -> None:
     data = result["data_pipeline"]
     lines += [
         "",
-        f"Data pipeline (default config: {data['size'][0]}x{data['size'][1]}, "
+        f"Data pipeline ({result['data_config']}: {data['size'][0]}x{data['size'][1]}, "
         f"{data['num_workers']} workers): {data['images_per_s']:.1f} images/s = "
-        f"{result['data_to_model_ratio']:.2f} x the default model's training throughput "
+        f"{result['data_to_model_ratio']:.2f} x the default model's training throughput in "
+        f"{result['model_variant']} "
         f"({result['default_model_images_per_s']:.1f} images/s).",
         "",
     ]
@@ -296,6 +311,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data-batches", type=int, default=12)
+    parser.add_argument(
+        "--data", default="", help="data config for the pipeline (default: train.yaml's)"
+    )
+    parser.add_argument(
+        "--model-variant", default="fp32", help="variant of the model the pipeline is compared to"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.worker:
@@ -307,29 +328,32 @@ def main() -> None:
     args.sizes = [parse_size(s) for s in args.sizes.split(",")]
     args.variants = args.variants.split(",")
     args.variant_attentions = args.variant_attentions.split(",")
-    unknown = sorted(set(args.variants) - {"fp32", "channels_last", "bf16", "compile"})
+    parts = {part for variant in args.variants for part in variant.split("+")}
+    unknown = sorted(parts - set(VARIANT_OVERRIDES))
+    unknown += sorted(set(args.model_variant.split("+")) - set(VARIANT_OVERRIDES))
     if unknown or "fp32" not in args.variants:
         parser.error(f"--variants must include fp32; unknown: {unknown}")
 
     result = run_all(args)
-    result["data_pipeline"] = data_pipeline_throughput(args.data_batches)
-    default_cfg = compose_train_config([])
+    data_overrides = [f"data={args.data}"] if args.data else []
+    result["data_pipeline"] = data_pipeline_throughput(args.data_batches, data_overrides)
+    default_cfg = compose_train_config(data_overrides)
     default_size = f"{default_cfg.data.height}x{default_cfg.data.width}"
     default_row = next(
         (
             r
             for r in result["rows"]
-            if r["size"] == default_size and r["variant"] == "fp32"
+            if r["size"] == default_size and r["variant"] == args.model_variant
             and r["attention"] == default_cfg.model.attention
         ),
         None,
     )
-    if default_row is None:  # the default size was not benchmarked: measure it now
+    if default_row is None:  # this configuration was not benchmarked: measure it now
         default_row = run_config(
             {
                 "size": parse_size(default_size),
                 "attention": default_cfg.model.attention,
-                "variant": "fp32",
+                "variant": args.model_variant,
                 "device": args.device,
                 "batch": args.batch,
                 "warmup": args.warmup,
@@ -347,6 +371,8 @@ def main() -> None:
         f"torch {torch.__version__}",
         rounds=args.rounds,
         steps=args.steps,
+        data_config=f"data={args.data}" if args.data else "default config",
+        model_variant=args.model_variant,
     )
     print(json.dumps(result, indent=2))
     if not args.quick:

@@ -234,6 +234,58 @@ def test_spatial_attention_matches_manual(kernel: int) -> None:
     assert (got - wrong).abs().max() > 1e-4
 
 
+def reference_cbam(module: CBAM, x: Tensor) -> Tensor:
+    """CBAM written with the textbook reductions (mean / amax), for value and gradient checks."""
+    channel = module.channel
+
+    def mlp(v: Tensor) -> Tensor:
+        return channel.fc2(channel.act(channel.fc1(v)))
+
+    weights = torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
+    y = x * weights
+    pooled = torch.cat([y.amax(1, keepdim=True), y.mean(1, keepdim=True)], dim=1)
+    return y * torch.sigmoid(module.spatial.conv(pooled))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cbam_values_and_gradients_match_textbook_reductions(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    module = CBAM(32, reduction=4).double()
+    x = torch.randn(3, 32, 6, 5, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_ref = x.detach().clone().requires_grad_()
+    x = x.requires_grad_()
+    grad_out = torch.randn(3, 32, 6, 5, dtype=torch.float64)
+    got = module(x)
+    got.backward(grad_out)
+    got_param_grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    expected = reference_cbam(module, x_ref)
+    expected.backward(grad_out)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
+    for got_grad, param in zip(got_param_grads, module.parameters(), strict=True):
+        torch.testing.assert_close(got_grad, param.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_cbam_gradient_at_tied_maxima_goes_to_one_element() -> None:
+    # Two equal maxima along the channels: max-pooling sends the gradient to one of them;
+    # the total reaching the pair equals amax's (which shares it), so the step size is kept.
+    module = SpatialAttention(1).double()
+    x = torch.zeros(1, 3, 1, 1, dtype=torch.float64)
+    x[0, :2] = 2.0
+    x.requires_grad_()
+    module(x).sum().backward()
+    x_ref = x.detach().clone().requires_grad_()
+    pooled = torch.cat([x_ref.amax(1, keepdim=True), x_ref.mean(1, keepdim=True)], dim=1)
+    torch.sigmoid(module.conv(pooled)).sum().backward()
+    grad, grad_ref = x.grad.flatten(), x_ref.grad.flatten()
+    torch.testing.assert_close(grad[:2].sum(), grad_ref[:2].sum())
+    torch.testing.assert_close(grad[2], grad_ref[2])
+    assert (grad[:2] == grad_ref[2]).sum() == 1  # one of the tied pair got only the mean's part
+
+
 def test_spatial_attention_rejects_even_kernel() -> None:
     with pytest.raises(ValueError, match="odd"):
         SpatialAttention(4)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 ATTENTION_NAMES = ("none", "se", "eca", "cbam")
@@ -21,6 +22,32 @@ def _reduced_channels(channels: int, reduction: int) -> int:
     if reduction < 1:
         raise ValueError(f"reduction must be >= 1, got {reduction}")
     return max(1, channels // reduction)
+
+
+# The pooled descriptors of all three modules are written for a cheap backward pass (it was
+# over half of CBAM's cost on CPU, see experiments/results/bench_train.md). A sum scaled on the
+# pooled tensor passes its gradient on as a broadcast view, where ``mean``'s backward writes a
+# full-size tensor. Max-pooling with indices scatters the gradient, where ``amax``'s backward
+# compares, counts and divides over the whole map. At a tie the gradient goes to one maximal
+# element (as in ``nn.MaxPool2d``) instead of being shared; the values are the same.
+def spatial_mean(x: Tensor) -> Tensor:
+    """Mean over the spatial positions, ``(B, C, 1, 1)``."""
+    height, width = x.shape[-2:]
+    return x.sum((2, 3), keepdim=True) * (1.0 / (height * width))
+
+
+def spatial_mean_max(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and maximum over the spatial positions: two ``(B, C, 1, 1)`` tensors."""
+    return spatial_mean(x), F.adaptive_max_pool2d(x, 1)
+
+
+def channel_max_mean(x: Tensor) -> Tensor:
+    """Maximum and mean over the channels, stacked as ``(B, 2, H, W)`` (max first)."""
+    batch, channels, height, width = x.shape
+    # (B, HW, C) is a view of a channels-last map (a strided one otherwise), pooled along C.
+    channel_max = F.adaptive_max_pool1d(x.flatten(2).transpose(1, 2), 1)
+    channel_mean = x.sum(1, keepdim=True) * (1.0 / channels)
+    return torch.cat([channel_max.view(batch, 1, height, width), channel_mean], dim=1)
 
 
 class SqueezeExcite(nn.Module):
@@ -38,7 +65,7 @@ class SqueezeExcite(nn.Module):
 
     def channel_weights(self, x: Tensor) -> Tensor:
         """Per-channel weights in (0, 1), shape ``(B, C, 1, 1)``."""
-        return torch.sigmoid(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))
+        return torch.sigmoid(self.fc2(self.act(self.fc1(spatial_mean(x)))))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.channel_weights(x)
@@ -63,8 +90,8 @@ class EfficientChannelAttention(nn.Module):
 
     def channel_weights(self, x: Tensor) -> Tensor:
         """Per-channel weights in (0, 1), shape ``(B, C, 1, 1)``."""
-        pooled = x.mean((2, 3))  # (B, C)
-        return torch.sigmoid(self.conv(pooled.unsqueeze(1))).view(x.shape[0], -1, 1, 1)
+        pooled = spatial_mean(x).view(x.shape[0], 1, -1)  # (B, 1, C)
+        return torch.sigmoid(self.conv(pooled)).view(x.shape[0], -1, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.channel_weights(x)
@@ -86,7 +113,7 @@ class ChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch = x.shape[0]
         # Both descriptors go through the shared MLP in one call.
-        pooled = torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)])
+        pooled = torch.cat(spatial_mean_max(x))
         out = self.fc2(self.act(self.fc1(pooled)))
         return torch.sigmoid(out[:batch] + out[batch:])
 
@@ -103,8 +130,7 @@ class SpatialAttention(nn.Module):
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.conv(pooled))
+        return torch.sigmoid(self.conv(channel_max_mean(x)))
 
 
 class CBAM(nn.Module):
