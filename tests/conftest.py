@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,19 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
     """Compose ``conf/<name>.yaml`` with ``overrides`` (no Hydra run needed)."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose(name, overrides=overrides)
+
+
+def run_train_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """``python -m reid_attn.train *args`` in a fresh process, data cached under ``tmp_path``."""
+    env = {**os.environ, "REID_ATTN_CACHE": str(tmp_path / "data")}
+    return subprocess.run(
+        [sys.executable, "-m", "reid_attn.train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from conftest import run_train_cli
 from reid_attn.report import SweepError, collect, main, write_report
 
 ROWS = ["baseline", "tri", "tri_cir", "se", "eca", "cbam"]
@@ -121,22 +119,10 @@ def test_non_ablation_sweep_is_rejected(tmp_path, compose_cfg) -> None:
         collect(sweep)
 
 
-def _run_train(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "REID_ATTN_CACHE": str(tmp_path / "data")}
-    return subprocess.run(
-        [sys.executable, "-m", "reid_attn.train", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-
-
 def test_multirun_jobs_are_independent_and_reported(tmp_path) -> None:
     """Two ablation jobs in one process give the same metrics as the second job run alone."""
     sweep = tmp_path / "sweep"
-    proc = _run_train(
+    proc = run_train_cli(
         [
             "--multirun",
             "experiment=ablation",
@@ -147,7 +133,7 @@ def test_multirun_jobs_are_independent_and_reported(tmp_path) -> None:
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    alone = _run_train(
+    alone = run_train_cli(
         ["debug=fast", "ablation=tri_cir", f"hydra.run.dir={tmp_path / 'alone'}"], tmp_path
     )
     assert alone.returncode == 0, alone.stderr[-2000:]

@@ -85,10 +85,30 @@ def validate_train_config(cfg: DictConfig) -> None:
             "trainer.sync_batchnorm=true needs a GPU (torch's SyncBatchNorm works on GPU modules "
             "only); on the CPU pass trainer.sync_batchnorm=false (trainer=ddp_cpu sets it)"
         )
+    validate_objective(cfg)
     sched = cfg.scheduler
     _at_least(sched.warmup_epochs, 0, "scheduler.warmup_epochs")
     if not 0 < sched.warmup_factor <= 1:
         raise ConfigError(f"scheduler.warmup_factor={sched.warmup_factor}; it must lie in (0, 1]")
+
+
+def validate_objective(cfg: DictConfig) -> None:
+    """``objective`` (what a sweeper optimises) must be null or ``checkpoint.monitor``, and is
+    measured on held-out training identities: it needs ``data.val_identities > 0``."""
+    objective = cfg.get("objective")
+    if objective is None:
+        return
+    if objective != cfg.checkpoint.monitor:
+        raise ConfigError(
+            f"objective={objective} is not supported; allowed: null or the checkpoint monitor "
+            f"({cfg.checkpoint.monitor}), whose best validation value the run returns"
+        )
+    if cfg.data.val_identities <= 0:
+        raise ConfigError(
+            f"objective={objective} is measured on held-out training identities, but "
+            "data.val_identities=0; set data.val_identities > 0 (the test split is never used "
+            "to choose)"
+        )
 
 
 def validate_sampling(num_instances: int, pids: Sequence[int]) -> int:

@@ -84,8 +84,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def write_metrics(results: dict[str, Any], output_dir: str | Path) -> Path:
     """Write ``metrics.json`` (fractions in [0, 1] under ``rank1 rank5 rank10 mAP mINP`` and
-    the ``cmc`` vector) into ``output_dir`` and return its path."""
-    text = json.dumps({k: results[k] for k in (*METRIC_NAMES, "cmc")}, indent=2)
+    the ``cmc`` vector, and ``objective`` when the results have one) into ``output_dir`` and
+    return its path."""
+    keys = (*METRIC_NAMES, "cmc", *(["objective"] if "objective" in results else []))
+    text = json.dumps({k: results[k] for k in keys}, indent=2)
     return atomic_write(Path(output_dir) / "metrics.json", lambda file: file.write(text.encode()))
 
 
@@ -201,12 +203,12 @@ def run_entry(
     function: Callable[[DictConfig], Any],
     cfg: DictConfig,
     errors: tuple[type[BaseException], ...] = USER_ERRORS,
-) -> None:
-    """Run an entry point's ``function(cfg)``; a user error (``errors``, an output that cannot
-    be written (:data:`WRITE_ERRNOS`), or a required value such as ``ckpt_path=`` left out)
-    exits with one line ``error: ...``."""
+) -> Any:
+    """Run an entry point's ``function(cfg)`` and return its result; a user error (``errors``,
+    an output that cannot be written (:data:`WRITE_ERRNOS`), or a required value such as
+    ``ckpt_path=`` left out) exits with one line ``error: ...``."""
     try:
-        function(cfg)
+        return function(cfg)
     except MissingMandatoryValue as exc:
         key = getattr(exc, "full_key", None) or str(exc).splitlines()[0]
         sys.exit(f"error: {key} is required; pass it on the command line ({key}=...)")

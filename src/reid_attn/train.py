@@ -88,9 +88,19 @@ def build_trainer(
     return trainer, last_path
 
 
+def best_validation_value(trainer: pl.Trainer, monitor: str) -> float:
+    """The best value of ``monitor`` over the run's validations, as the checkpoint callback
+    that keeps the best epoch recorded it."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor == monitor and callback.best_model_score is not None:
+            return float(callback.best_model_score)
+    raise RuntimeError(f"no validation recorded {monitor}; was any validation epoch run?")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the configured model, test the last checkpoint on the test split, write
-    ``metrics.json`` and ``config.yaml`` into ``cfg.output_dir``; return the test metrics.
+    ``metrics.json`` and ``config.yaml`` into ``cfg.output_dir``; return the test metrics
+    (with ``cfg.objective`` set, also ``objective``: its best validation value).
     With ``cfg.resume`` continue the run in ``cfg.output_dir`` from its ``last.ckpt``
     (see :func:`reid_attn.run_files.prepare_output_dir`)."""
     validate_train_config(cfg)
@@ -131,20 +141,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, output_dir, monitor, cfg.checkpoint.mode, cfg.seed
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    objective = best_validation_value(trainer, cfg.objective) if cfg.get("objective") else None
     # Reported figures come from the last checkpoint, never from one picked on the test split.
     trainer.test(module, datamodule=datamodule, ckpt_path=last_checkpoint, verbose=False)
-    results = module.test_results
+    results = dict(module.test_results)
+    if objective is not None:
+        results["objective"] = {"name": cfg.objective, "best_validation_value": objective}
     if trainer.is_global_zero:
         write_metrics(results, output_dir)
         print(f"test ({datamodule.name}, last checkpoint): {format_metrics(results)}")
+        if objective is not None:
+            print(f"objective: best validation {cfg.objective} = {objective:.4f}")
         print(f"run directory: {output_dir}")
     return results
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    """Console entry point (``reid-attn-train``)."""
-    run_entry(train, cfg)
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point (``reid-attn-train``). Returns the objective's best validation value
+    when ``objective`` is set (what an optimising sweeper such as Optuna reads), else None."""
+    results = run_entry(train, cfg)
+    return results["objective"]["best_validation_value"] if "objective" in results else None
 
 
 if __name__ == "__main__":
