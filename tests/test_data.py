@@ -127,6 +127,26 @@ def test_synthetic_cache_is_reused_without_rewriting(
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no leftover .tmp
 
 
+def test_synthetic_generation_by_processes_at_once_gives_one_whole_folder(tmp_path: Path) -> None:
+    # Parallel jobs of a multirun (or a SLURM array on a shared disk) start on an empty cache
+    # together: each renders its own copy, one is renamed into place, none reads a partial one.
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        outs = pool.starmap(generate_synthetic_market, [(tmp_path, SMALL)] * 3)
+    assert len(set(outs)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [outs[0].name]  # no leftover copy
+    assert _files(outs[0]) == _files(generate_synthetic_market(tmp_path / "alone", SMALL))
+
+
+def test_synthetic_stale_folder_is_replaced(tmp_path: Path) -> None:
+    stale = tmp_path / f"synthetic-{SMALL.digest()}"
+    (stale / "query").mkdir(parents=True)  # interrupted long ago: no manifest
+    out = generate_synthetic_market(tmp_path, SMALL)
+    assert out == stale and (out / "bounding_box_train").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
 def test_synthetic_different_spec_uses_different_folder(tmp_path: Path, small_root: Path) -> None:
     other = replace(SMALL, seed=1)
     out = generate_synthetic_market(tmp_path, other)

@@ -15,6 +15,7 @@ import colorsys
 import hashlib
 import json
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -271,21 +272,46 @@ def _write(folder: Path, pid: int, camid: int, frame: int, image: Image.Image) -
     image.save(folder / f"{pid_str}_c{camid + 1}s1_{frame:06d}_00.jpg", quality=92)
 
 
+def _is_finished(folder: Path, spec: SyntheticSpec) -> bool:
+    manifest = folder / MANIFEST
+    return manifest.is_file() and json.loads(manifest.read_text()) == asdict(spec)
+
+
 def generate_synthetic_market(root: str | Path, spec: SyntheticSpec | None = None) -> Path:
     """Write (or reuse) the synthetic dataset for ``spec`` under ``root`` and return its folder.
 
     The folder is ``root/synthetic-<digest>`` and holds ``bounding_box_train``, ``query`` and
     ``bounding_box_test`` in Market-1501 naming. Generation is deterministic in ``spec.seed``;
-    a finished folder (manifest present and equal) is reused as a cache.
+    a finished folder (manifest present and equal) is reused as a cache. Each process renders
+    into a folder of its own and renames it into place, so jobs that start together (a
+    multirun's parallel jobs, a SLURM array on a shared disk) never read a half-written one:
+    the first to finish wins, the others discard their copy.
     """
     spec = spec or SyntheticSpec()
     spec.validate()
     out = Path(root).expanduser() / f"synthetic-{spec.digest()}"
-    manifest = out / MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text()) == asdict(spec):
+    if _is_finished(out, spec):
         return out
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would keep the cache from other users of a shared disk
+    try:
+        _render_dataset(tmp, spec)
+        (tmp / MANIFEST).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
+        if out.exists() and not _is_finished(out, spec):
+            shutil.rmtree(out)  # left by an interrupted older version: replace it
+        try:
+            tmp.rename(out)
+        except OSError:  # another process put the same dataset in place first
+            if not _is_finished(out, spec):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _render_dataset(tmp: Path, spec: SyntheticSpec) -> None:
+    """Render every image of ``spec`` into ``tmp`` (the three Market-1501 folders)."""
     dirs = {name: tmp / name for name in ("bounding_box_train", "query", "bounding_box_test")}
     for folder in dirs.values():
         folder.mkdir(parents=True)
@@ -318,7 +344,3 @@ def generate_synthetic_market(root: str | Path, spec: SyntheticSpec | None = Non
                 frame,
                 _render(_identity(rng), cameras[camid], spec, rng),
             )
-    (tmp / MANIFEST).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
