@@ -43,15 +43,22 @@ def main() -> None:
     parser.add_argument("--attention", default="cbam", choices=["se", "eca", "cbam"])
     parser.add_argument("--size", default="256x128")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--variant", default="fp32", help="as bench_train.py, e.g. channels_last")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--rows", type=int, default=12)
     args = parser.parse_args()
-    spec = {"size": parse_size(args.size), "variant": "fp32", "device": "cpu", "batch": args.batch}
+    spec = {
+        "size": parse_size(args.size),
+        "variant": args.variant,
+        "device": "cpu",
+        "batch": args.batch,
+    }
     base_s, base_ops = profile_steps({**spec, "attention": "none"}, args.warmup, args.steps)
     attn_s, attn_ops = profile_steps({**spec, "attention": args.attention}, args.warmup, args.steps)
     print(
-        f"{args.size}, batch {args.batch}, {torch.get_num_threads()} threads: step none "
+        f"{args.size} {args.variant}, batch {args.batch}, {torch.get_num_threads()} threads: "
+        "step none "
         f"{base_s:.3f} s, {args.attention} {attn_s:.3f} s, throughput ratio "
         f"{base_s / attn_s:.3f}; extra {1000 * (attn_s - base_s):.0f} ms per step"
     )
