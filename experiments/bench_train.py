@@ -17,7 +17,8 @@ before the timed steps) over the resident set then.
 Variants (measured for ``--variant-attentions``, by default none and cbam): ``fp32`` (the
 default, all four attention types), ``channels_last`` (``model.channels_last=true``), ``bf16``
 (``trainer.precision=bf16-mixed``: autocast to bfloat16), ``compile``
-(``model.compile=true``: torch.compile, timed after compilation); ``+`` combines them, e.g.
+(``model.compile=true``: torch.compile, timed after compilation), ``heap`` (glibc malloc
+keeps large freed blocks: see ``VARIANT_ENV``); ``+`` combines them, e.g.
 ``bf16+channels_last`` (mixed precision on channels-last maps, the usual GPU setting).
 
 The data pipeline is the train loader of the default config (or of ``--data``: decode +
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -61,6 +63,16 @@ VARIANT_OVERRIDES = {
     "channels_last": ["model.channels_last=true"],
     "bf16": ["trainer.precision=bf16-mixed"],
     "compile": ["model.compile=true"],
+    "heap": [],
+}
+# "heap": the process's glibc malloc keeps freed memory instead of handing large blocks back
+# to the system (no mmap per feature map, no trimming), so a step does not page-fault its
+# feature maps in again. The same setting as the Makefile's HEAP_TUNABLES.
+VARIANT_ENV = {
+    "heap": {
+        "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=2147483647"
+        ":glibc.malloc.trim_threshold=17179869184"
+    }
 }
 
 
@@ -149,11 +161,15 @@ def worker(spec: dict) -> dict:
 
 def run_config(spec: dict) -> dict:
     """Run :func:`worker` for ``spec`` in a fresh interpreter."""
+    env = dict(os.environ)
+    for part in spec["variant"].split("+"):
+        env.update(VARIANT_ENV.get(part, {}))
     out = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

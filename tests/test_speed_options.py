@@ -110,6 +110,9 @@ def test_bench_train_variants_combine() -> None:
     ]
     with pytest.raises(KeyError):
         bench.variant_overrides("fp8")
+    # "heap" changes the worker process's malloc settings, not the config
+    assert bench.variant_overrides("heap+bf16") == ["trainer.precision=bf16-mixed"]
+    assert "mmap_threshold" in bench.VARIANT_ENV["heap"]["GLIBC_TUNABLES"]
 
 
 def test_profile_attention_accounts_for_the_extra_time() -> None:
