@@ -46,9 +46,15 @@ class MaxMean(torch.autograd.Function):
 
 
 def textbook(module: CBAM, x: Tensor) -> Tensor:
+    """CBAM written with the textbook reductions (mean / amax) and autograd's backward; the
+    tests' reference for the module's values and gradients."""
     channel = module.channel
-    mlp = lambda v: channel.fc2(channel.act(channel.fc1(v)))  # noqa: E731
-    y = x * torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
+
+    def mlp(v: Tensor) -> Tensor:
+        return channel.fc2(channel.act(channel.fc1(v)))
+
+    weights = torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
+    y = x * weights
     pooled = torch.cat([y.amax(1, keepdim=True), y.mean(1, keepdim=True)], dim=1)
     return y * torch.sigmoid(module.spatial.conv(pooled))
 

@@ -116,8 +116,6 @@ def make_problem(
     )
 
 
-
-
 def worker(method: str, folder: Path, k1: int, k2: int, lam: float, repeats: int) -> None:
     """Run one method ``repeats`` times on the saved matrices; write its last output and the
     measurements (median time; memory peaks over all runs)."""

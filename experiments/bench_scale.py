@@ -99,8 +99,6 @@ def make_problem(
     return features(q_pids, q_cams), features(g_pids, g_cams), q_pids, g_pids, q_cams, g_cams
 
 
-
-
 def _dense_check(task: str, problem: tuple, args: argparse.Namespace, result: dict) -> dict:
     """The same figures from the dense matrices, and whether they agree (outside the timing)."""
     q, g, *labels = problem

@@ -46,7 +46,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ATTENTIONS = ("none", "se", "eca", "cbam")
 
 
-
 def compose_train_config(overrides: list[str]):
     """The real ``conf/train.yaml`` composed with ``overrides`` (no Hydra run)."""
     from hydra import compose, initialize_config_dir
@@ -67,7 +66,7 @@ VARIANT_OVERRIDES = {
 }
 # "heap": the process's glibc malloc keeps freed memory instead of handing large blocks back
 # to the system (no mmap per feature map, no trimming), so a step does not page-fault its
-# feature maps in again. The same setting as the Makefile's HEAP_TUNABLES.
+# feature maps in again. The README's "Training speed" gives the same setting for training.
 VARIANT_ENV = {
     "heap": {
         "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=2147483647"
@@ -76,9 +75,14 @@ VARIANT_ENV = {
 }
 
 
+def variant_parts(variant: str) -> list[str]:
+    """The variants a combined variant ``a+b`` is made of."""
+    return variant.split("+")
+
+
 def variant_overrides(variant: str) -> list[str]:
     """Config overrides that select a benchmark variant; ``a+b`` combines two."""
-    return [o for part in variant.split("+") for o in VARIANT_OVERRIDES[part]]
+    return [o for part in variant_parts(variant) for o in VARIANT_OVERRIDES[part]]
 
 
 def training_step(spec: dict):
@@ -109,7 +113,7 @@ def training_step(spec: dict):
     images = torch.randn(batch, 3, height, width, device=device)
     pids = torch.arange(num_ids, device=device).repeat_interleave(cfg.data.num_instances)
     pids = torch.cat([pids, pids[: batch - len(pids)]])[:batch]
-    dtype = torch.bfloat16 if "bf16" in spec["variant"].split("+") else None
+    dtype = torch.bfloat16 if "bf16" in variant_parts(spec["variant"]) else None
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -162,7 +166,7 @@ def worker(spec: dict) -> dict:
 def run_config(spec: dict) -> dict:
     """Run :func:`worker` for ``spec`` in a fresh interpreter."""
     env = dict(os.environ)
-    for part in spec["variant"].split("+"):
+    for part in variant_parts(spec["variant"]):
         env.update(VARIANT_ENV.get(part, {}))
     out = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)],
@@ -212,7 +216,7 @@ def run_all(args: argparse.Namespace) -> dict:
     specs = []
     for size in args.sizes:
         for variant in args.variants:
-            if "compile" in variant.split("+") and size != args.sizes[-1]:
+            if "compile" in variant_parts(variant) and size != args.sizes[-1]:
                 continue  # compilation takes minutes on CPU: the smallest size only
             attentions = ATTENTIONS if variant == "fp32" else args.variant_attentions
             for attention in attentions:
@@ -223,7 +227,7 @@ def run_all(args: argparse.Namespace) -> dict:
                         "variant": variant,
                         "device": args.device,
                         "batch": args.batch,
-                        "warmup": args.warmup + ("compile" in variant.split("+")),
+                        "warmup": args.warmup + ("compile" in variant_parts(variant)),
                         "steps": args.steps,
                     }
                 )
@@ -344,9 +348,9 @@ def main() -> None:
     args.sizes = [parse_size(s) for s in args.sizes.split(",")]
     args.variants = args.variants.split(",")
     args.variant_attentions = args.variant_attentions.split(",")
-    parts = {part for variant in args.variants for part in variant.split("+")}
+    named = [*args.variants, args.model_variant]
+    parts = {part for variant in named for part in variant_parts(variant)}
     unknown = sorted(parts - set(VARIANT_OVERRIDES))
-    unknown += sorted(set(args.model_variant.split("+")) - set(VARIANT_OVERRIDES))
     if unknown or "fp32" not in args.variants:
         parser.error(f"--variants must include fp32; unknown: {unknown}")
 

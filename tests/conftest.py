@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -14,12 +16,24 @@ from omegaconf import DictConfig
 import reid_attn
 
 CONF_DIR = Path(reid_attn.__file__).parent / "conf"
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:
     """Compose ``conf/<name>.yaml`` with ``overrides`` (no Hydra run needed)."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose(name, overrides=overrides)
+
+
+def load_experiment(name: str) -> ModuleType:
+    """Import ``experiments/<name>.py``, whose references the tests share (one copy). The
+    scripts import their siblings by name, as when run from experiments/."""
+    if str(EXPERIMENTS_DIR) not in sys.path:
+        sys.path.insert(0, str(EXPERIMENTS_DIR))
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_train_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:

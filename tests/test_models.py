@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from conftest import load_experiment
 from reid_attn.models import (
     ATTENTION_NAMES,
     BNNeckHead,
@@ -234,17 +235,8 @@ def test_spatial_attention_matches_manual(kernel: int) -> None:
     assert (got - wrong).abs().max() > 1e-4
 
 
-def reference_cbam(module: CBAM, x: Tensor) -> Tensor:
-    """CBAM written with the textbook reductions (mean / amax), for value and gradient checks."""
-    channel = module.channel
-
-    def mlp(v: Tensor) -> Tensor:
-        return channel.fc2(channel.act(channel.fc1(v)))
-
-    weights = torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
-    y = x * weights
-    pooled = torch.cat([y.amax(1, keepdim=True), y.mean(1, keepdim=True)], dim=1)
-    return y * torch.sigmoid(module.spatial.conv(pooled))
+# The textbook CBAM (mean / amax reductions) lives in the benchmark that times it (one copy).
+reference_cbam = load_experiment("attention_variants").textbook
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

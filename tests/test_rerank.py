@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import load_experiment
 from reid_attn.metrics import re_ranking
 
-# The dense reference lives in the benchmark (one copy); load it from its file.
-_BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench_rerank.py"
-# The script imports its sibling modules (peak_memory), as it does when run from experiments/.
-sys.path.insert(0, str(_BENCH.parent))
-_spec = importlib.util.spec_from_file_location("bench_rerank", _BENCH)
-bench_rerank = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_rerank)
+# The dense reference lives in the benchmark (one copy).
+bench_rerank = load_experiment("bench_rerank")
 dense_re_ranking = bench_rerank.dense_re_ranking
 make_problem = bench_rerank.make_problem
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import load_experiment
 from reid_attn.module import ReIDModule
 from reid_attn.train import train
 
@@ -87,22 +88,8 @@ def test_compiled_network_trains_and_keeps_parameter_names(compose_cfg) -> None:
         torch.testing.assert_close(compiled(images), plain(images), rtol=1e-3, atol=1e-3)
 
 
-def _load_experiment(name: str):
-    """Import ``experiments/<name>.py`` (the benchmarks import their siblings by name)."""
-    import importlib.util
-    import sys
-
-    folder = Path(__file__).resolve().parents[1] / "experiments"
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_train_variants_combine() -> None:
-    bench = _load_experiment("bench_train")
+    bench = load_experiment("bench_train")
     assert bench.variant_overrides("fp32") == []
     assert bench.variant_overrides("bf16+channels_last") == [
         "trainer.precision=bf16-mixed",
@@ -117,7 +104,7 @@ def test_bench_train_variants_combine() -> None:
 
 def test_profile_attention_accounts_for_the_extra_time() -> None:
     # The per-operator self times of one profiled step add up to (most of) the step's time.
-    profiler = _load_experiment("profile_attention")
+    profiler = load_experiment("profile_attention")
     spec = {"size": [32, 16], "variant": "fp32", "device": "cpu", "batch": 4,
             "attention": "cbam"}
     seconds, per_op = profiler.profile_steps(spec, warmup=1, steps=1)
