@@ -17,7 +17,7 @@ from PIL import Image
 from reid_attn.data import synthetic as synthetic_module
 from reid_attn.data.datamodule import DATASETS, ReIDDataModule, split_validation
 from reid_attn.data.datasets import DatasetError, Market1501
-from reid_attn.data.image_dataset import ReIDImageDataset, read_image
+from reid_attn.data.image_dataset import ReIDImageDataset, proportional_order, read_image
 from reid_attn.data.synthetic import SyntheticSpec, generate_synthetic_market
 from reid_attn.data.transforms import (
     IMAGENET_MEAN,
@@ -519,10 +519,33 @@ def test_datamodule_end_to_end(tmp_path: Path) -> None:
         n_images += len(images)
         all_flags += flags.tolist()
         all_pids += pids.tolist()
-    n_query = len(dm.dataset.query)
-    assert n_images == n_query + len(dm.dataset.gallery)
-    assert all_flags == [1] * n_query + [0] * len(dm.dataset.gallery)
-    assert all_pids[:n_query] == [pid for _, pid, _ in dm.dataset.query]
+    n_query, n_gallery = len(dm.dataset.query), len(dm.dataset.gallery)
+    assert n_images == n_query + n_gallery
+    assert sorted(all_flags) == [0] * n_gallery + [1] * n_query
+    # queries and gallery images are mixed, each list keeping its own order
+    assert [p for p, f in zip(all_pids, all_flags, strict=True) if f] == [
+        p for _, p, _ in dm.dataset.query
+    ]
+    assert [p for p, f in zip(all_pids, all_flags, strict=True) if not f] == [
+        p for _, p, _ in dm.dataset.gallery
+    ]
+    first_batch_flags = next(iter(dm.test_dataloader()))[3]
+    assert 0 < int(first_batch_flags.sum()) < len(first_batch_flags)
+
+
+@pytest.mark.parametrize(("num_query", "num_gallery"), [(3, 10), (10, 3), (7, 7), (1, 50), (5, 0)])
+def test_proportional_order_keeps_each_list_and_mixes_them_in_proportion(
+    num_query: int, num_gallery: int
+) -> None:
+    order = proportional_order(num_query, num_gallery)
+    assert sorted(order) == list(range(num_query + num_gallery))
+    queries = [k for k in order if k < num_query]
+    assert queries == sorted(queries)
+    assert [k for k in order if k >= num_query] == list(range(num_query, num_query + num_gallery))
+    for length in range(1, len(order) + 1):  # every prefix holds both in proportion (+- 1)
+        taken_query = sum(k < num_query for k in order[:length])
+        expected = length * num_query / (num_query + num_gallery)
+        assert abs(taken_query - expected) <= 1.0
 
 
 def test_datamodule_without_val_identities(small_root: Path) -> None:

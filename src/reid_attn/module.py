@@ -172,8 +172,23 @@ class ReIDModule(pl.LightningModule):
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self._update_metric(self.val_metric, batch)
 
+    def _compute(self, metric: ReIDMetric, stage: str) -> dict[str, Tensor]:
+        """``metric.compute()``; when a limit on the evaluation batches (``trainer.limit_val_
+        batches`` / ``limit_test_batches``, ``fast_dev_run``) left no query with a true match,
+        the error says which setting to raise."""
+        try:
+            return metric.compute()
+        except ValueError as exc:
+            limit = getattr(self.trainer, f"limit_{stage}_batches", 1.0)
+            if isinstance(limit, int) or limit < 1.0:
+                raise ValueError(
+                    f"{exc}; trainer.limit_{stage}_batches={limit} evaluated too few images: "
+                    "raise it (a fraction of the batches, or more of them)"
+                ) from exc
+            raise
+
     def on_validation_epoch_end(self) -> None:
-        result = self.val_metric.compute()
+        result = self._compute(self.val_metric, "val")
         self.log_dict({f"val/{k}": result[k].float() for k in METRIC_NAMES}, prog_bar=True)
         self.val_metric.reset()
 
@@ -181,7 +196,7 @@ class ReIDModule(pl.LightningModule):
         self._update_metric(self.test_metric, batch)
 
     def on_test_epoch_end(self) -> None:
-        result = self.test_metric.compute()
+        result = self._compute(self.test_metric, "test")
         self.log_dict({f"test/{k}": result[k].float() for k in METRIC_NAMES})
         self.test_results = {k: float(result[k]) for k in METRIC_NAMES}
         self.test_results["cmc"] = result["cmc"].tolist()

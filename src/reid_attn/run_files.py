@@ -20,6 +20,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from reid_attn.callbacks import NonFiniteLossError
 from reid_attn.config import ConfigError
+from reid_attn.console import quiet_third_party
 from reid_attn.data import DatasetError
 from reid_attn.metrics import METRIC_NAMES
 from reid_attn.models.pretrained import PretrainedWeightsError
@@ -206,7 +207,9 @@ def run_entry(
 ) -> Any:
     """Run an entry point's ``function(cfg)`` and return its result; a user error (``errors``,
     an output that cannot be written (:data:`WRITE_ERRNOS`), or a required value such as
-    ``ckpt_path=`` left out) exits with one line ``error: ...``."""
+    ``ckpt_path=`` left out) exits with one line ``error: ...``. Known third-party chatter
+    is hidden (:func:`reid_attn.console.quiet_third_party`)."""
+    quiet_third_party()
     try:
         return function(cfg)
     except MissingMandatoryValue as exc:

@@ -76,6 +76,8 @@ def build_trainer(
         CSVLogger(save_dir=output_dir, name="csv", version=""),
         TensorBoardLogger(save_dir=output_dir, name="tensorboard", version=""),
     ]
+    # Without a validation split there is nothing to validate, whatever limit_val_batches says.
+    no_validation = {} if monitor else {"limit_val_batches": 0}
     trainer = instantiate(
         trainer_cfg,
         callbacks=callbacks,
@@ -83,7 +85,7 @@ def build_trainer(
         default_root_dir=str(output_dir),
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # the PK sampler splits batches across ranks itself
-        limit_val_batches=None if monitor else 0,
+        **no_validation,
     )
     return trainer, last_path
 
@@ -95,6 +97,26 @@ def best_validation_value(trainer: pl.Trainer, monitor: str) -> float:
         if callback.monitor == monitor and callback.best_model_score is not None:
             return float(callback.best_model_score)
     raise RuntimeError(f"no validation recorded {monitor}; was any validation epoch run?")
+
+
+def describe_run(cfg: DictConfig, module: ReIDModule, datamodule: ReIDDataModule) -> str:
+    """One line saying what trains: attention, loss, parameter count, input size, batch,
+    epochs and precision (in place of Lightning's model summary table)."""
+    params = sum(p.numel() for p in module.parameters()) / 1e6
+    batch = cfg.data.num_identities * cfg.data.num_instances
+    weights = (
+        ("CE", "ce_weight"),
+        ("triplet", "triplet_weight"),
+        ("pair circle", "circle_pair_weight"),
+    )
+    terms = " + ".join(name for name, key in weights if cfg.loss.get(key, 0) > 0)
+    return (
+        f"model: ResNet50 + {cfg.model.attention}, {params:.1f} M parameters | loss {terms} "
+        f"({cfg.loss.classifier} classifier) | input {cfg.data.height}x"
+        f"{cfg.data.width}, batch {batch} = {cfg.data.num_identities} ids x "
+        f"{cfg.data.num_instances} | {cfg.trainer.max_epochs} epochs, "
+        f"precision {cfg.trainer.precision}"
+    )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -136,6 +158,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"loaded ImageNet weights: {len(report['missing'])} attention tensors left at their "
             f"initialisation, ignored {report['unexpected']}"
         )
+    if rank_zero_only.rank == 0:
+        print(describe_run(cfg, module, datamodule))
     monitor = cfg.checkpoint.monitor if datamodule.val_query else None
     trainer, last_checkpoint = build_trainer(
         cfg.trainer, output_dir, monitor, cfg.checkpoint.mode, cfg.seed
@@ -143,13 +167,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     objective = best_validation_value(trainer, cfg.objective) if cfg.get("objective") else None
     # Reported figures come from the last checkpoint, never from one picked on the test split.
-    trainer.test(module, datamodule=datamodule, ckpt_path=last_checkpoint, verbose=False)
+    # trainer.fast_dev_run writes no checkpoint: its one-batch test uses the weights in memory.
+    tested = None if trainer.fast_dev_run else last_checkpoint
+    trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False)
     results = dict(module.test_results)
     if objective is not None:
         results["objective"] = {"name": cfg.objective, "best_validation_value": objective}
     if trainer.is_global_zero:
         write_metrics(results, output_dir)
-        print(f"test ({datamodule.name}, last checkpoint): {format_metrics(results)}")
+        weights = "fast_dev_run, weights in memory" if tested is None else "last checkpoint"
+        print(f"test ({datamodule.name}, {weights}): {format_metrics(results)}")
         if objective is not None:
             print(f"objective: best validation {cfg.objective} = {objective:.4f}")
         print(f"run directory: {output_dir}")

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from reid_attn.data.datasets import MSMT17, DukeMTMC, Item, Market1501
-from reid_attn.data.image_dataset import ReIDImageDataset, read_image
+from reid_attn.data.image_dataset import ReIDImageDataset, RetrievalDataset, read_image
 from reid_attn.data.sampler import PKSampler
 from reid_attn.data.synthetic import SyntheticSpec, generate_synthetic_market
 from reid_attn.data.transforms import build_test_transform, build_train_transform
@@ -157,7 +157,7 @@ class ReIDDataModule(pl.LightningDataModule):
         )
 
     def _retrieval_loader(self, query: list[Item], gallery: list[Item]) -> DataLoader:
-        dataset = ReIDImageDataset(query + gallery, self.test_transform, num_query=len(query))
+        dataset = RetrievalDataset(query, gallery, self.test_transform)
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:

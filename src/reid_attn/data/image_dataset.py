@@ -42,3 +42,35 @@ class ReIDImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int, int, int]:
         path, pid, camid = self.items[index]
         return self.transform(read_image(path)), pid, camid, int(index < self.num_query)
+
+
+def proportional_order(num_query: int, num_gallery: int) -> list[int]:
+    """Positions ``0..Q+G-1`` of ``query + gallery`` in the order an evaluation loader yields
+    them: queries and gallery images each in their own order, merged in proportion (item
+    ``i`` of a list of ``n`` at ``(i + 0.5) / n``; queries first at a tie), so that the first
+    fraction ``f`` of the order (Lightning's ``limit_val_batches`` / ``limit_test_batches``)
+    holds about ``f`` of the queries and ``f`` of the gallery: a smaller retrieval problem."""
+    keys = [((i + 0.5) / num_query, 0, i) for i in range(num_query)]
+    keys += [((j + 0.5) / num_gallery, 1, num_query + j) for j in range(num_gallery)]
+    return [position for _, _, position in sorted(keys)]
+
+
+class RetrievalDataset(ReIDImageDataset):
+    """Query and gallery images of an evaluation, ``dataset[k] -> (image, pid, camid,
+    is_query)`` in :func:`proportional_order`. The metric keeps each list's own order (it
+    sorts by ``k``), so a full evaluation equals one over ``query + gallery``."""
+
+    def __init__(
+        self,
+        query: Sequence[Item],
+        gallery: Sequence[Item],
+        transform: Callable[[Image.Image], Tensor],
+    ) -> None:
+        items = [*query, *gallery]
+        order = proportional_order(len(query), len(gallery))
+        super().__init__([items[k] for k in order], transform)
+        self.query_flags = [int(k < len(query)) for k in order]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int, int]:
+        image, pid, camid, _ = super().__getitem__(index)
+        return image, pid, camid, self.query_flags[index]
