@@ -101,6 +101,7 @@ class ReIDModule(pl.LightningModule):
         self.val_metric = ReIDMetric(**metric_kwargs)
         self.test_metric = ReIDMetric(**metric_kwargs)
         self.flip = bool(evaluation.get("flip", False))
+        self.eval_bf16 = str(evaluation.get("precision", "32")) == "bf16"
         self.test_results: dict[str, Any] = {}
         self._eval_order: Tensor | None = None
         self._eval_seen = 0
@@ -145,11 +146,14 @@ class ReIDModule(pl.LightningModule):
 
     def embed_for_eval(self, images: Tensor) -> Tensor:
         """Retrieval embeddings ``(B, D)`` of ``(B, 3, H, W)`` images; with ``flip``, the mean
-        of the embeddings of the images and of their horizontal (width-axis) flips."""
-        embedding = self(images)
-        if self.flip:
-            embedding = (embedding + self(images.flip(-1))) / 2.0
-        return embedding
+        of the embeddings of the images and of their horizontal (width-axis) flips. Computed in
+        float32 whatever the training precision's autocast, or in bf16 autocast with
+        ``evaluation.precision=bf16``; so a checkpoint evaluated alone gives the same figures."""
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.eval_bf16):
+            embedding = self(images)
+            if self.flip:
+                embedding = (embedding + self(images.flip(-1))) / 2.0
+        return embedding.float()
 
     def _start_eval_epoch(self, loaders: Any) -> None:
         self._eval_order = eval_sample_order(loaders)

@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from reid_attn.callbacks import SeedEachEpoch, StopOnNonFiniteLoss
-from reid_attn.config import validate_sampling, validate_train_config
+from reid_attn.config import resolve_precision, validate_sampling, validate_train_config
 from reid_attn.data import ReIDDataModule
 from reid_attn.models.pretrained import load_imagenet_weights
 from reid_attn.module import ReIDModule
@@ -126,6 +126,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     With ``cfg.resume`` continue the run in ``cfg.output_dir`` from its ``last.ckpt``
     (see :func:`reid_attn.run_files.prepare_output_dir`)."""
     validate_train_config(cfg)
+    cfg.trainer.precision = resolve_precision(
+        str(cfg.trainer.precision), cfg.trainer.get("accelerator")
+    )
     output_dir = Path(cfg.output_dir)
     # DDP processes after the first are started by it, into the folder it has prepared
     resume_from = prepare_output_dir(cfg, main_process=rank_zero_only.rank == 0)
