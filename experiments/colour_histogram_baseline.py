@@ -2,10 +2,11 @@
 
 Each image is colour-corrected (grey world) and becomes joint HSV histograms of 1, 2 or 4
 horizontal stripes (whole width or its central half), compared with the Hellinger distance
-and evaluated with the Market-1501 protocol. The goal (issue 4): Rank-1 of this baseline
-<= 0.5 on the default synthetic data, so learning the layout matters.
+and evaluated with the Market-1501 protocol. The goal (issue 18): Rank-1 of this baseline
+<= 0.25 on the default synthetic data, so learning the layout matters; the trained default
+must reach at least twice its Rank-1 and mAP.
 
-    .venv/bin/python experiments/colour_histogram_baseline.py [--out experiments/results/...]
+    .venv/bin/python experiments/colour_histogram_baseline.py [--out ...] [train overrides ...]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from reid_attn.data import Market1501, SyntheticSpec, generate_synthetic_market
 from reid_attn.metrics import evaluate_rank
 
 BINS = (16, 4, 4)  # hue, saturation, value
+GOAL_RANK1 = 0.25  # the matcher's best Rank-1 the default data must stay under
 
 
 def hsv_histogram(path: str, parts: int, centre: bool) -> np.ndarray:
@@ -82,10 +84,13 @@ def main() -> None:
         "--root", default=os.environ.get("REID_ATTN_CACHE", str(Path.home() / ".cache/reid_attn"))
     )
     parser.add_argument("--out", default="experiments/results/colour_histogram_baseline.json")
+    parser.add_argument(
+        "overrides", nargs="*", help="train config overrides, e.g. data.synthetic.num_test_ids=200"
+    )
     args = parser.parse_args()
     conf_dir = Path(reid_attn.__file__).parent / "conf"
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
-        data_cfg = compose("train", overrides=["output_dir=unused"]).data
+        data_cfg = compose("train", overrides=["output_dir=unused", *args.overrides]).data
     spec = SyntheticSpec(**data_cfg.synthetic)
     dataset = Market1501(
         generate_synthetic_market(args.root, spec), verbose=False, check_counts=False
@@ -100,7 +105,8 @@ def main() -> None:
     for name, res in results.items():
         print(f"colour histogram ({name}): " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()))
     best = max(r["rank1"] for r in results.values())
-    print(f"best Rank-1 {best:.4f} (goal <= 0.5): {'PASS' if best <= 0.5 else 'FAIL'}")
+    verdict = "PASS" if best <= GOAL_RANK1 else "FAIL"
+    print(f"best Rank-1 {best:.4f} (goal <= {GOAL_RANK1}): {verdict}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
         json.dumps(

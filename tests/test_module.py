@@ -84,8 +84,8 @@ def test_optimizer_and_schedule_come_from_config(compose_cfg) -> None:
     optimizer = config["optimizer"]
     assert isinstance(optimizer, torch.optim.Adam)
     assert optimizer.defaults["weight_decay"] == pytest.approx(5e-4)
-    # LambdaLR already applied the epoch-0 warm-up factor 0.1 to lr 3.5e-4
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(3.5e-5)
+    # LambdaLR already applied the epoch-0 warm-up factor 0.1 to the default lr 1e-3
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
 def test_compute_distance_matches_cdist() -> None:

@@ -249,10 +249,10 @@ def test_resume_with_another_config_names_what_differs(train_cfg_factory) -> Non
     original = train_cfg_factory("attention=cbam")
     _fake_run(Path(original.output_dir), original, last=b"unused")
     with pytest.raises(ConfigError) as info:
-        train(train_cfg_factory("attention=se", "optimizer.lr=0.001", "resume=true"))
+        train(train_cfg_factory("attention=se", "optimizer.lr=0.002", "resume=true"))
     message = str(info.value)
     assert "model.attention (run: cbam, now: se)" in message
-    assert "optimizer.lr (run: 0.00035, now: 0.001)" in message
+    assert "optimizer.lr (run: 0.001, now: 0.002)" in message
     assert "resume (" not in message
 
 
