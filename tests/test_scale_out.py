@@ -17,7 +17,7 @@ from conftest import CONF_DIR, run_train_cli
 from reid_attn.config import ConfigError, validate_train_config
 from reid_attn.data import ReIDDataModule
 from reid_attn.report import collect
-from reid_attn.search import best_params_config
+from reid_attn.tuning import best_params_config
 
 SEARCH_RANGES = {  # hparams_search/circle_optuna.yaml
     "loss.scale": (16.0, 128.0),

@@ -13,7 +13,7 @@ The helpers here (:func:`load_module`, :func:`embed_items`, ...) are shared by
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError, Item, Market1501
-from reid_attn.data.image_dataset import ReIDImageDataset
+from reid_attn.data.image_dataset import ReIDImageDataset, read_image
 from reid_attn.data.transforms import build_test_transform
 from reid_attn.models.attention import ATTENTION_NAMES, create_attention
 from reid_attn.module import ReIDModule
@@ -150,7 +150,66 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     return paths
 
 
+class _SkippingImageDataset(ReIDImageDataset):
+    """:class:`ReIDImageDataset` yielding ``(image, position, readable)``: an unreadable file
+    gives a zero image and ``readable=False`` instead of raising."""
+
+    def __init__(self, items: Sequence[Item], transform: Any, size: tuple[int, int]) -> None:
+        super().__init__(items, transform)
+        self.blank = torch.zeros(3, *size)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, bool]:  # type: ignore[override]
+        try:
+            return self.transform(read_image(self.items[index][0])), index, True
+        except DatasetError:
+            return self.blank, index, False
+
+
 @torch.inference_mode()
+def iter_embeddings(
+    module: ReIDModule,
+    items: Sequence[Item],
+    size: tuple[int, int],
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    description: str = "embedding",
+    flip: bool = False,
+    skip_unreadable: bool = False,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Retrieval embeddings of ``items`` (``(path, pid, camid)``) batch by batch, with the test
+    transform at ``size = (height, width)``: yields ``(positions, embeddings)``, the ``(B,)``
+    int64 item positions and their ``(B, 2048)`` float32 CPU embeddings, in item order. With
+    ``flip`` each embedding is the mean of the image's and its horizontal mirror's. An
+    unreadable image raises ``DatasetError`` naming it, or is left out with
+    ``skip_unreadable`` (its position is never yielded)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    transform = build_test_transform(*size)
+    if skip_unreadable:
+        dataset = _SkippingImageDataset(items, transform, size)
+    else:
+        dataset = ReIDImageDataset(items, transform)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    module = module.to(device).eval()
+    start = 0
+    for images, *rest in track(loader, description=description, disable=not progress):
+        if skip_unreadable:
+            positions, readable = rest[0], rest[1]
+            images, positions = images[readable], positions[readable]
+        else:
+            positions = torch.arange(start, start + len(images))
+        start += len(images)
+        if not len(images):
+            continue
+        images = images.to(device)
+        embedding = module(images)
+        if flip:
+            embedding = (embedding + module(images.flip(-1))) / 2.0
+        yield positions.long(), embedding.float().cpu()
+
+
 def embed_items(
     module: ReIDModule,
     items: Sequence[Item],
@@ -165,19 +224,10 @@ def embed_items(
     """Retrieval embeddings of ``items`` (``(path, pid, camid)``) with the test transform at
     ``size = (height, width)``: a float32 CPU tensor ``(N, 2048)`` in item order. With
     ``flip`` each embedding is the mean of the image's and its horizontal mirror's."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dataset = ReIDImageDataset(items, build_test_transform(*size))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    module = module.to(device).eval()
-    chunks = []
-    for images, *_ in track(loader, description=description, disable=not progress):
-        images = images.to(device)
-        embedding = module(images)
-        if flip:
-            embedding = (embedding + module(images.flip(-1))) / 2.0
-        chunks.append(embedding.float().cpu())
-    return torch.cat(chunks)
+    batches = iter_embeddings(
+        module, items, size, batch_size, num_workers, device, progress, description, flip
+    )
+    return torch.cat([embedding for _, embedding in batches])
 
 
 def extract(cfg: DictConfig) -> dict[str, Any]:
