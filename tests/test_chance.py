@@ -48,8 +48,7 @@ def test_matches_random_distances_on_a_larger_split() -> None:
     q_pids, q_cams = rng.integers(1, 30, 40), rng.integers(0, 6, 40)
     g_pids, g_cams = rng.integers(0, 30, 300), rng.integers(0, 6, 300)
     draws = [
-        evaluate_rank(rng.random((40, 300)), q_pids, g_pids, q_cams, g_cams)
-        for _ in range(400)
+        evaluate_rank(rng.random((40, 300)), q_pids, g_pids, q_cams, g_cams) for _ in range(400)
     ]
     chance = chance_level(q_pids, g_pids, q_cams, g_cams)
     for key, values in (
