@@ -455,3 +455,20 @@ def test_presets_compose_and_validate(compose_cfg, preset, data, overrides) -> N
     if "data=synthetic_large" in overrides:  # near Market-1501's size
         spec = cfg.data.synthetic
         assert (spec.num_train_ids, spec.num_test_ids, spec.num_distractors) == (751, 750, 2800)
+
+
+def test_replot_script_redraws_a_figure_from_its_table(tmp_path, monkeypatch, capsys) -> None:
+    from conftest import load_experiment
+    from reid_attn.report import split_chance
+
+    table = _table_csv(tmp_path)
+    out = tmp_path / "redrawn.png"
+    data = tmp_path / "data"
+    argv = ["replot", str(table), str(out), "--title", "t", "debug=fast", f"data.root={data}"]
+    monkeypatch.setattr("sys.argv", argv)
+    load_experiment("replot_ablation").main()
+    spec = compose_config("train", ["debug=fast", "output_dir=x", f"data.root={data}"]).data
+    chance = split_chance(OmegaConf.to_container(spec, resolve=True))
+    printed = capsys.readouterr().out
+    assert f"Rank-1 {chance['rank1']:.2f}, mAP {chance['mAP']:.2f}" in printed
+    assert Image.open(out).size == Image.open(table.parent / "ablation.png").size
