@@ -26,12 +26,14 @@ from reid_attn.models import (
 )
 from reid_attn.models.attention import (
     CBAM,
+    CBAMSpatialBN,
     ChannelAttention,
     EfficientChannelAttention,
     SpatialAttention,
     SqueezeExcite,
     eca_kernel_size,
 )
+from reid_attn.models.pretrained import load_imagenet_weights
 from reid_attn.models.resnet import AttentionBottleneck
 
 # Output channels of the 16 ResNet50 bottlenecks, in forward order (layers of 3, 4, 6, 3).
@@ -42,6 +44,7 @@ ATTN_TYPES = {
     "se": SqueezeExcite,
     "eca": EfficientChannelAttention,
     "cbam": CBAM,
+    "cbam_bn": CBAMSpatialBN,
 }
 
 
@@ -61,6 +64,12 @@ def se_params(channels: int, reduction: int = 16) -> int:
 def cbam_params(channels: int, reduction: int = 16, kernel: int = 7) -> int:
     # Channel MLP (same as SE) + spatial conv 2 -> 1 with a k x k kernel and no bias.
     return se_params(channels, reduction) + 2 * kernel * kernel
+
+
+def cbam_bn_params(channels: int, reduction: int = 16, kernel: int = 7) -> int:
+    # CBAM + the spatial gate's BatchNorm2d(1): one weight and one bias (its running mean,
+    # variance and batch count are buffers, not parameters).
+    return cbam_params(channels, reduction, kernel) + 2
 
 
 def eca_params(channels: int) -> int:
@@ -150,6 +159,8 @@ def test_param_count_hand_values() -> None:
     # C=64, r=16: hidden 4 -> 64*4 + 4 + 4*64 + 64 = 580; CBAM adds 2*7*7 = 98.
     assert n_params(create_attention("se", 64)) == 580
     assert n_params(create_attention("cbam", 64)) == 678
+    # The authors' CBAM adds the spatial BN's weight and bias: 678 + 2.
+    assert n_params(create_attention("cbam_bn", 64)) == 680
     # C=2048: hidden 128 -> 2*2048*128 + 128 + 2048 = 526464.
     assert n_params(create_attention("se", 2048)) == 526464
     # Spatial kernel 3 -> 2*3*3 = 18 conv weights.
@@ -285,6 +296,110 @@ def test_spatial_attention_rejects_even_kernel() -> None:
         create_attention("cbam", 64, spatial_kernel=6)
 
 
+# ============================================= 3b. CBAM as in its authors' code (spatial BN)
+
+
+def _authors_cbam_by_hand(module: CBAMSpatialBN, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The channel-gated map ``y`` and the spatial logits before the BN, written out with
+    the textbook reductions and the module's weights."""
+    channel = module.channel
+
+    def mlp(v: Tensor) -> Tensor:
+        hidden = F.relu(F.conv2d(v, channel.fc1.weight, channel.fc1.bias))
+        return F.conv2d(hidden, channel.fc2.weight, channel.fc2.bias)
+
+    y = x * torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
+    pooled = torch.cat([y.amax(1, keepdim=True), y.mean(1, keepdim=True)], dim=1)
+    conv = module.spatial.conv
+    return y, F.conv2d(pooled, conv.weight, padding=conv.kernel_size[0] // 2)
+
+
+def _gate(module: CBAMSpatialBN, y: Tensor, logits: Tensor, mean, var) -> Tensor:
+    """``y * sigmoid(BN(logits))`` for the BN statistics ``mean`` and ``var``."""
+    bn = module.spatial.norm
+    normed = (logits - mean) / (var + 1e-5) ** 0.5 * bn.weight + bn.bias
+    return y * torch.sigmoid(normed)
+
+
+def _authors_cbam(channels: int = 16) -> CBAMSpatialBN:
+    torch.manual_seed(0)
+    module = CBAMSpatialBN(channels, reduction=4).double()
+    with torch.no_grad():  # a non-trivial affine part
+        module.spatial.norm.weight.fill_(1.7)
+        module.spatial.norm.bias.fill_(-0.4)
+    return module
+
+
+def test_cbam_bn_structure() -> None:
+    module = create_attention("cbam_bn", 64)
+    bn = module.spatial.norm
+    assert type(bn) is nn.BatchNorm2d and bn.num_features == 1 and bn.affine
+    assert (bn.eps, bn.momentum) == (1e-5, 0.01)
+    assert module.spatial.conv.bias is None and module.spatial.conv.kernel_size == (7, 7)
+    # The paper's formula has no norm: an identity in the same place, no extra tensors.
+    assert type(create_attention("cbam", 64).spatial.norm) is nn.Identity
+    assert sorted(k for k in module.state_dict() if k.startswith("spatial.norm.")) == [
+        "spatial.norm.bias",
+        "spatial.norm.num_batches_tracked",
+        "spatial.norm.running_mean",
+        "spatial.norm.running_var",
+        "spatial.norm.weight",
+    ]
+    options = create_attention("cbam_bn", 64, bn_momentum=0.1, bn_eps=1e-3).spatial.norm
+    assert (options.eps, options.momentum) == (1e-3, 0.1)
+
+
+def test_cbam_bn_train_mode_uses_batch_statistics_and_updates_running_ones() -> None:
+    module = _authors_cbam().train()
+    bn = module.spatial.norm
+    running_mean, running_var = 0.0, 1.0  # BatchNorm's initial running statistics
+    for step in range(2):
+        x = torch.randn(3, 16, 7, 5, dtype=torch.float64) * (1 + step)
+        y, logits = _authors_cbam_by_hand(module, x)
+        # Batch statistics over batch and positions of the one channel: biased variance
+        # to normalise, unbiased variance into the running estimate.
+        mean, var = logits.mean(), logits.var(unbiased=False)
+        torch.testing.assert_close(module(x), _gate(module, y, logits, mean, var))
+        running_mean = 0.99 * running_mean + 0.01 * mean.item()
+        running_var = 0.99 * running_var + 0.01 * logits.var(unbiased=True).item()
+        torch.testing.assert_close(bn.running_mean.item(), running_mean, rtol=1e-12, atol=0)
+        torch.testing.assert_close(bn.running_var.item(), running_var, rtol=1e-12, atol=0)
+        assert bn.num_batches_tracked.item() == step + 1
+
+
+def test_cbam_bn_eval_mode_uses_running_statistics() -> None:
+    module = _authors_cbam().eval()
+    bn = module.spatial.norm
+    with torch.no_grad():
+        bn.running_mean.fill_(0.3)
+        bn.running_var.fill_(2.5)
+    x = torch.randn(3, 16, 7, 5, dtype=torch.float64)
+    y, logits = _authors_cbam_by_hand(module, x)
+    got = module(x)
+    torch.testing.assert_close(got, _gate(module, y, logits, 0.3, 2.5))
+    assert (bn.running_mean.item(), bn.running_var.item()) == (0.3, 2.5)  # not updated
+    assert bn.num_batches_tracked.item() == 0
+    # The same batch in train mode is normalised by its own statistics instead.
+    assert (module.train()(x) - got).abs().max() > 1e-3
+
+
+def test_cbam_bn_with_neutral_statistics_is_the_papers_cbam() -> None:
+    # Running mean 0, variance 1 - eps, weight 1, bias 0: the BN is the identity in eval
+    # mode, so the authors' CBAM equals the paper's with the same conv and MLP weights.
+    authors = _authors_cbam().eval()
+    bn = authors.spatial.norm
+    with torch.no_grad():
+        bn.weight.fill_(1.0)
+        bn.bias.zero_()
+        bn.running_var.fill_(1.0 - 1e-5)
+    paper = CBAM(16, reduction=4).double().eval()
+    paper.load_state_dict(
+        {k: v for k, v in authors.state_dict().items() if not k.startswith("spatial.norm.")}
+    )
+    x = torch.randn(2, 16, 6, 4, dtype=torch.float64)
+    torch.testing.assert_close(authors(x), paper(x), rtol=1e-12, atol=1e-12)
+
+
 # ============================================================================ 4. SE and ECA
 
 
@@ -344,7 +459,7 @@ def test_resnet50_has_16_bottlenecks_with_attention(
     assert [b.bn3.num_features for b in blocks] == BLOCK_OUT_CHANNELS
     for block in blocks:
         assert type(block.attn) is ATTN_TYPES[name]
-    if name in ("se", "cbam"):
+    if name in ("se", "cbam", "cbam_bn"):
         fc1 = [b.attn.fc1 if name == "se" else b.attn.channel.fc1 for b in blocks]
         assert [c.in_channels for c in fc1] == BLOCK_OUT_CHANNELS
 
@@ -365,6 +480,8 @@ def test_resnet50_none_param_count_equals_torchvision(
         ("se", se_params, 2_530_992),
         # CBAM: SE total + 16 * 98
         ("cbam", cbam_params, 2_532_560),
+        # CBAM with the authors' spatial BN: CBAM total + 16 * 2
+        ("cbam_bn", cbam_bn_params, 2_532_592),
         # ECA: 3*5 + 4*5 + 6*5 + 3*7
         ("eca", eca_params, 86),
     ],
@@ -462,6 +579,21 @@ def test_torchvision_weights_load_into_cbam(backbones: dict[str, ResNet50], tv_s
     assert torch.equal(model.conv1.weight, sd["conv1.weight"])
     assert torch.equal(model.layer4[2].bn3.running_var, sd["layer4.2.bn3.running_var"])
     assert torch.equal(model.layer3[0].downsample[0].weight, sd["layer3.0.downsample.0.weight"])
+
+
+def test_imagenet_weights_load_into_cbam_bn(backbones: dict[str, ResNet50], tv_state_path):
+    model = copy.deepcopy(backbones["cbam_bn"])
+    report = load_imagenet_weights(model, tv_state_path)
+    # Missing: exactly the attention tensors, 16 blocks x 9 (CBAM's 5, the spatial BN's
+    # weight, bias, running mean and variance); BatchNorm fills in its own batch count when
+    # a state dict lacks it (as old checkpoints do), so that one is never reported.
+    attn_keys = {k for k in model.state_dict() if ".attn." in k}
+    counts = {k for k in attn_keys if k.endswith("num_batches_tracked")}
+    assert len(counts) == 16
+    assert set(report["missing"]) == attn_keys - counts and len(report["missing"]) == 16 * 9
+    assert sorted(report["unexpected"]) == ["fc.bias", "fc.weight"]
+    sd = torch.load(tv_state_path, weights_only=True)
+    assert torch.equal(model.layer2[1].bn3.weight, sd["layer2.1.bn3.weight"])
 
 
 @pytest.fixture(scope="module")
@@ -647,9 +779,9 @@ def test_create_attention_unknown_name_lists_valid_names() -> None:
         create_attention("foo", 64)
     msg = str(info.value)
     assert "foo" in msg
-    for name in ("none", "se", "eca", "cbam"):
+    for name in ("none", "se", "eca", "cbam", "cbam_bn"):
         assert name in msg
-    assert set(ATTENTION_NAMES) == {"none", "se", "eca", "cbam"}
+    assert set(ATTENTION_NAMES) == {"none", "se", "eca", "cbam", "cbam_bn"}
 
 
 @pytest.mark.parametrize(
@@ -661,6 +793,9 @@ def test_create_attention_unknown_name_lists_valid_names() -> None:
         ("eca", {"reduction": 4}),  # ECA has no reduction option
         ("se", {"reduction": 0}),
         ("cbam", {"reduction": -1}),
+        ("cbam", {"bn_momentum": 0.1}),  # the paper's CBAM has no BN
+        ("cbam_bn", {"bogus": 1}),
+        ("cbam_bn", {"spatial_kernel": 4}),
     ],
 )
 def test_create_attention_bad_kwargs(name: str, kwargs: dict) -> None:
@@ -679,3 +814,12 @@ def test_small_channel_count_keeps_one_hidden_unit() -> None:
     assert se.fc1.out_channels == 1
     assert n_params(se) == 25
     assert se(torch.ones(1, 8, 2, 2)).shape == (1, 8, 2, 2)
+
+
+def test_checkpoint_attention_type_tells_the_two_cbams_apart(
+    backbones: dict[str, ResNet50],
+) -> None:
+    from reid_attn.extract import weights_attention
+
+    for name in ATTENTION_NAMES:
+        assert weights_attention(backbones[name].state_dict()) == name

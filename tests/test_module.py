@@ -78,6 +78,25 @@ def test_every_attention_loss_combination_trains_one_step(
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+def test_attention_cbam_bn_from_config_trains_its_spatial_bn(compose_cfg) -> None:
+    from reid_attn.models.attention import CBAMSpatialBN
+
+    torch.manual_seed(0)
+    module = _module(compose_cfg, "cbam_bn", "joint_circle")
+    blocks = module.net.backbone.bottlenecks()
+    assert all(type(b.attn) is CBAMSpatialBN for b in blocks) and len(blocks) == 16
+    bn = blocks[0].attn.spatial.norm
+    assert (bn.eps, bn.momentum) == (1e-5, 0.01)  # conf/attention/cbam_bn.yaml
+    module.train()
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    terms = module.compute_losses(module.net(torch.randn(8, 3, 64, 32), pids), pids)
+    terms["loss"].backward()
+    for block in blocks:
+        norm = block.attn.spatial.norm
+        assert norm.num_batches_tracked.item() == 1 and norm.running_mean.item() != 0.0
+        assert norm.weight.grad is not None and norm.weight.grad.abs().item() > 0
+
+
 def test_optimizer_and_schedule_come_from_config(compose_cfg) -> None:
     module = _module(compose_cfg, "none", "ce")
     config = module.configure_optimizers()

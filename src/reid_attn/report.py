@@ -1,152 +1,125 @@
-"""``python -m reid_attn.report SWEEP_DIR``: the ablation table (md, csv) and plot of a sweep.
+"""``python -m reid_attn.report DIR [DIR ...]``: the ablation table, its plot and the validation
+curves of one sweep, or of several sweeps run in parts, merged.
 
-A sweep directory is what ``python -m reid_attn.train --multirun experiment=ablation...`` writes:
-``multirun.yaml`` and one sub-directory per job holding ``config.yaml`` (written when the job
-starts) and ``metrics.json`` (written when it ends).
+Writes ``NAME.md``, ``NAME.csv``, ``NAME.png`` and, when the jobs logged validation,
+``NAME_validation_curves.png`` (``NAME``: ``--name``, default ``ablation``) into ``--out``
+(default: the first DIR). Merging rules and errors: :mod:`reid_attn.sweeps`. The plot draws
+the chance level of the test split (expected Rank-1 and mAP of random distances), computed
+exactly from the split the jobs' data config names (``--data-root`` where that data lives
+elsewhere than the jobs' config says).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import itertools
-import json
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from reid_attn.metrics import METRIC_NAMES
+from reid_attn.data import DatasetError
+from reid_attn.metrics import METRIC_NAMES, chance_level
+from reid_attn.run_timing import epoch_seconds, job_wall_seconds
+from reid_attn.sweeps import AblationRow, SweepError, collect, sweep_config
+from reid_attn.validation_curves import RowCurve, read_validation_log, row_curve
+from reid_attn.viz.ablation import ablation_figure, save_figure, validation_curves_figure
 
+__all__ = [
+    "SweepError",
+    "collect",
+    "main",
+    "read_table",
+    "split_chance",
+    "write_report",
+]
 
-class SweepError(Exception):
-    """The sweep directory is missing, empty, unfinished or not an ablation sweep."""
+PAPER_NOTE = (
+    "Paper: Li & Wang 2021, Table 1 (Market-1501, from scratch, 256x128); n/a where the "
+    "paper's text gives no figure."
+)
 
 
 @dataclass
-class AblationRow:
-    """All seeds of one ablation row; metric values in percent."""
+class TableRow:
+    """One line of a written ``ablation.csv``: means and stds in percent, paper figures."""
 
-    row: str
     name: str
-    order: int
-    attention: str
-    loss: str
+    means: dict[str, float]
+    stds: dict[str, float]
     paper_rank1: float | None
     paper_mAP: float | None
-    seeds: list[int] = field(default_factory=list)
-    values: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in METRIC_NAMES})
 
     def mean(self, key: str) -> float:
         """Mean over seeds (percent)."""
-        return float(np.mean(self.values[key]))
+        return self.means[key]
 
     def std(self, key: str) -> float:
-        """Sample standard deviation over seeds (percent); 0 for a single seed."""
-        vals = self.values[key]
-        return float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        """Sample std over seeds (percent)."""
+        return self.stds[key]
 
 
-def _sweep_values(multirun: dict, key: str) -> list[str] | None:
-    """Values of ``key`` the sweep ran over: a command-line sweep overrides the sweeper's."""
-    for override in multirun.get("hydra", {}).get("overrides", {}).get("task", []):
-        name, _, value = override.partition("=")
-        if name.lstrip("+") == key:
-            return [v.strip() for v in value.split(",")]
-    params = multirun.get("hydra", {}).get("sweeper", {}).get("params") or {}
-    if key in params:
-        return [v.strip() for v in str(params[key]).split(",")]
-    return None
+def read_table(path: str | Path) -> list[TableRow]:
+    """The rows of an ``ablation.csv`` written by :func:`write_csv` (to redraw its plot)."""
+
+    def paper(value: str) -> float | None:
+        return None if value == "n/a" else float(value)
+
+    with Path(path).open(newline="") as handle:
+        return [
+            TableRow(
+                line["name"],
+                {k: float(line[f"{k}_mean"]) for k in METRIC_NAMES},
+                {k: float(line[f"{k}_std"]) for k in METRIC_NAMES},
+                paper(line["paper_rank1"]),
+                paper(line["paper_mAP"]),
+            )
+            for line in csv.DictReader(handle)
+        ]
 
 
-def expected_jobs(sweep_dir: Path) -> list[str] | None:
-    """Sub-directory names the sweep should contain (``<row>-seed<seed>``), from
-    ``multirun.yaml``; None when the file does not say."""
-    path = sweep_dir / "multirun.yaml"
-    if not path.is_file():
-        return None
-    multirun = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    rows, seeds = _sweep_values(multirun, "ablation"), _sweep_values(multirun, "seed")
-    if rows is None:
-        raise SweepError(
-            f"{sweep_dir} is not an ablation sweep: multirun.yaml sweeps no 'ablation'"
-        )
-    if seeds is None:
-        seeds = [str(multirun.get("seed", 0))]
-    return [f"{row}-seed{seed}" for row, seed in itertools.product(rows, seeds)]
+def split_chance(data: dict, root: str | None = None) -> dict[str, float]:
+    """Chance level (percent) of the test split of the data config ``data`` (a run's saved
+    ``data`` section): ``{"rank1": ..., "mAP": ...}`` of uniformly random distances, exact
+    (:func:`reid_attn.metrics.chance_level`). Synthetic data is generated if absent.
 
+    Args:
+        data: the ``data`` section of a run's config.
+        root: the dataset's folder, when not where ``data.root`` says.
+    """
+    from reid_attn.data import ReIDDataModule
+    from reid_attn.data.datamodule import DATASETS
 
-def collect(sweep_dir: str | Path) -> list[AblationRow]:
-    """Read every job of ``sweep_dir``; rows sorted by their configured order.
-
-    Raises :class:`SweepError` on a missing or empty directory, or when jobs are missing or
-    unfinished (the message lists them)."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise SweepError(f"sweep directory {sweep_dir} does not exist")
-    job_dirs = sorted(p.parent for p in sweep_dir.glob("*/config.yaml"))
-    if not job_dirs:
-        raise SweepError(
-            f"{sweep_dir} holds no jobs (no */config.yaml); run "
-            "`python -m reid_attn.train --multirun experiment=ablation` first"
-        )
-    expected = expected_jobs(sweep_dir) or [p.name for p in job_dirs]
-    missing = [name for name in expected if not (sweep_dir / name / "metrics.json").is_file()]
-    if missing:
-        raise SweepError(
-            f"{sweep_dir}: {len(missing)} of {len(expected)} jobs have no metrics.json "
-            f"(missing or unfinished): {', '.join(missing)}"
-        )
-    rows: dict[str, AblationRow] = {}
-    for name in expected:
-        cfg = OmegaConf.load(sweep_dir / name / "config.yaml")
-        if "ablation" not in cfg or cfg.ablation is None:
-            raise SweepError(f"{sweep_dir / name} is not an ablation job (no 'ablation' config)")
-        ab = cfg.ablation
-        row = rows.setdefault(
-            ab.row,
-            AblationRow(
-                ab.row,
-                ab.name,
-                ab.order,
-                cfg.model.attention,
-                _loss_name(cfg),
-                ab.paper_rank1,
-                ab.paper_mAP,
-            ),
-        )
-        metrics = json.loads((sweep_dir / name / "metrics.json").read_text())
-        row.seeds.append(int(cfg.seed))
-        for key in METRIC_NAMES:
-            row.values[key].append(100.0 * float(metrics[key]))
-    return sorted(rows.values(), key=lambda r: r.order)
-
-
-def _loss_name(cfg) -> str:
-    loss = cfg.loss
-    parts = [("circle-CE" if loss.classifier == "circle" else "CE")] if loss.ce_weight > 0 else []
-    if loss.triplet_weight > 0:
-        parts.append("triplet")
-    if loss.circle_pair_weight > 0:
-        parts.append("pair-circle")
-    return " + ".join(parts)
+    module = ReIDDataModule(**{**data, **({"root": root} if root else {})})
+    dataset = DATASETS[module.name](module.dataset_root(), verbose=False, check_counts=False)
+    query = np.array([(pid, cam) for _, pid, cam in dataset.query])
+    gallery = np.array([(pid, cam) for _, pid, cam in dataset.gallery])
+    chance = chance_level(query[:, 0], gallery[:, 0], query[:, 1], gallery[:, 1])
+    return {key: 100.0 * value for key, value in chance.items()}
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _mean_wall_minutes(row: AblationRow) -> float | None:
+    walls = [job_wall_seconds(job) for job in row.jobs]
+    return None if None in walls else float(np.mean(walls)) / 60.0
+
+
 def write_csv(rows: list[AblationRow], path: Path) -> None:
-    """One line per ablation row: means, stds, deltas to the first row, the paper's figures."""
+    """One line per ablation row: means, stds, deltas to the first row, the paper's figures,
+    the mean job wall time (minutes)."""
     base = rows[0]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["row", "name", "attention", "loss", "seeds"]
             + [f"{k}_{s}" for k in METRIC_NAMES for s in ("mean", "std")]
-            + ["delta_rank1", "delta_mAP", "paper_rank1", "paper_mAP"]
+            + ["delta_rank1", "delta_mAP", "paper_rank1", "paper_mAP", "wall_min_mean"]
         )
         for r in rows:
             writer.writerow(
@@ -157,6 +130,7 @@ def write_csv(rows: list[AblationRow], path: Path) -> None:
                     f"{r.mean('mAP') - base.mean('mAP'):.4f}",
                     _fmt(r.paper_rank1),
                     _fmt(r.paper_mAP),
+                    _fmt(_mean_wall_minutes(r)),
                 ]
             )
 
@@ -195,72 +169,144 @@ def markdown_table(rows: list[AblationRow]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[AblationRow], path: Path, title: str) -> None:
-    """Grouped bars of Rank-1 and mAP (mean, std error bars), paper figures as markers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.arange(len(rows))
-    width = 0.38
-    fig, ax = plt.subplots(figsize=(1.5 * len(rows) + 2, 4.2))
-    for offset, key, label, colour in (
-        (-width / 2, "rank1", "Rank-1", "#4C72B0"),
-        (width / 2, "mAP", "mAP", "#DD8452"),
-    ):
-        means = [r.mean(key) for r in rows]
-        stds = [r.std(key) for r in rows]
-        ax.bar(
-            x + offset, means, width, yerr=stds, capsize=4, label=f"{label} (ours)", color=colour
-        )
-        paper = [(i + offset, getattr(r, f"paper_{key}")) for i, r in enumerate(rows)]
-        paper = [(px, py) for px, py in paper if py is not None]
-        if paper:
-            ax.scatter(
-                *zip(*paper, strict=True),
-                marker="D",
-                color="black",
-                zorder=3,
-                label=f"{label} (paper)" if key == "rank1" else None,
-                s=18,
+def jobs_table(rows: list[AblationRow]) -> str:
+    """One Markdown line per job: folder, wall time, seconds per epoch, test figures."""
+    lines = [
+        "| job | folder | wall time (min) | s/epoch (median) | Rank-1 | mAP |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        for i, job in enumerate(r.jobs):
+            wall = job_wall_seconds(job)
+            epochs = epoch_seconds(job)
+            lines.append(
+                f"| {job.name} | {job.parent} | {_fmt(None if wall is None else wall / 60, 1)} "
+                f"| {_fmt(float(np.median(epochs)) if epochs.size else None, 1)} "
+                f"| {r.values['rank1'][i]:.2f} | {r.values['mAP'][i]:.2f} |"
             )
-    ax.set_xticks(x, [r.name for r in rows])
-    ax.set_ylabel("percent")
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return "\n".join(lines)
 
 
-def write_report(sweep_dir: str | Path) -> list[Path]:
-    """Write ``ablation.md``, ``ablation.csv`` and ``ablation.png`` into ``sweep_dir``."""
-    sweep_dir = Path(sweep_dir)
-    rows = collect(sweep_dir)
-    seeds = sorted({s for r in rows for s in r.seeds})
-    md_path, csv_path, png_path = (sweep_dir / f"ablation.{ext}" for ext in ("md", "csv", "png"))
-    write_csv(rows, csv_path)
-    plot(rows, png_path, f"Ablation: {sweep_dir.name} (seeds {', '.join(map(str, seeds))})")
-    md_path.write_text(
-        f"# Ablation: {sweep_dir}\n\nPercent on the test split, last checkpoint, mean ± sample std "
-        f"over seeds {', '.join(map(str, seeds))}. Δ: difference of the means to the first row. "
-        "'beyond spread': |Δ| larger than the sum of the two rows' stds. Paper: Li & Wang 2021, "
-        "Table 1 (Market-1501, from scratch, 256x128); n/a where the paper's text gives no "
-        f"figure.\n\n{markdown_table(rows)}\n\n![ablation](ablation.png)\n"
+def _curves(rows: list[AblationRow]) -> list[RowCurve]:
+    """Each row's validation curves; [] when no job logged validation. Raises
+    :class:`SweepError` naming the jobs without a validation log when only some have one."""
+    logs = {job: read_validation_log(job) for r in rows for job in r.jobs}
+    lacking = [str(job) for job, log in logs.items() if log is None]
+    if len(lacking) == len(logs):
+        return []
+    if lacking:
+        raise SweepError(
+            f"{len(lacking)} of {len(logs)} jobs have no validation lines in csv/metrics.csv "
+            f"(curves need every job's): {', '.join(lacking)}"
+        )
+    return [row_curve(r.name, [logs[job] for job in r.jobs]) for r in rows]
+
+
+def curves_table(curves: list[RowCurve]) -> str:
+    """Per row: last validated epoch, mean validation figures there, and the epoch from
+    which the mean validation mAP gains at most 1 point (confirmed by 2 later validations)."""
+    lines = [
+        "| row | last epoch | val Rank-1 | val mAP | val mAP levelled from epoch |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for c in curves:
+        levelled = c.levelled()
+        lines.append(
+            f"| {c.name} | {c.epochs[-1]} | {c.mean['rank1'][-1]:.2f} | {c.mean['mAP'][-1]:.2f} "
+            f"| {'not levelled' if levelled is None else levelled} |"
+        )
+    return "\n".join(lines)
+
+
+def _setting_line(rows: list[AblationRow]) -> str:
+    cfg = sweep_config(rows)
+    epochs = cfg.trainer.max_epochs
+    plural = "" if epochs == 1 else "s"
+    return (
+        f"{cfg.data.name} {cfg.data.height}x{cfg.data.width}, {epochs} epoch{plural}, "
+        f"{cfg.data.num_identities}x{cfg.data.num_instances} per batch, "
+        f"{cfg.trainer.accelerator} {cfg.trainer.precision}"
     )
-    return [md_path, csv_path, png_path]
+
+
+def write_report(
+    sweep_dirs: str | Path | Sequence[str | Path],
+    out: str | Path | None = None,
+    name: str = "ablation",
+    data_root: str | None = None,
+) -> list[Path]:
+    """Merge the sweeps (:func:`reid_attn.sweeps.collect`) and write ``NAME.md``,
+    ``NAME.csv``, ``NAME.png`` and, when the jobs logged validation,
+    ``NAME_validation_curves.png`` into ``out`` (default: the first sweep directory).
+    Returns the written paths. The chance level is left out, with a warning on stderr, when
+    the test split cannot be read."""
+    dirs = (
+        [Path(sweep_dirs)] if isinstance(sweep_dirs, (str, Path)) else list(map(Path, sweep_dirs))
+    )
+    rows = collect(dirs)
+    out_dir = Path(out) if out is not None else dirs[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = ", ".join(map(str, rows[0].seeds))
+    md_path, csv_path, png_path = (out_dir / f"{name}.{ext}" for ext in ("md", "csv", "png"))
+    data = OmegaConf.to_container(sweep_config(rows).data, resolve=True)
+    try:
+        chance = split_chance(data, data_root)
+        chance_text = (
+            f"Chance level of this test split (random distances, exact expectation): "
+            f"Rank-1 {chance['rank1']:.2f}, mAP {chance['mAP']:.2f}."
+        )
+    except (DatasetError, OSError, TypeError, ValueError) as exc:  # the table stands without it
+        chance, chance_text = None, f"Chance level not computed: {exc}"
+        print(f"warning: {chance_text} (pass --data-root)", file=sys.stderr)
+    source = dirs[0].name if len(dirs) == 1 else f"{len(dirs)} sweep folders"
+    setting = _setting_line(rows)
+    write_csv(rows, csv_path)
+    save_figure(
+        ablation_figure(rows, f"Ablation: {source} ({setting}; seeds {seeds})", chance), png_path
+    )
+    written = [md_path, csv_path, png_path]
+    sections = [
+        f"# Ablation: {', '.join(map(str, dirs))}\n",
+        f"Setting: {setting}. Percent on the test split, last checkpoint, mean ± sample std "
+        f"over seeds {seeds}. Δ: difference of the means to the first row. 'beyond spread': "
+        f"|Δ| larger than the sum of the two rows' stds. {PAPER_NOTE} {chance_text}\n",
+        markdown_table(rows),
+        f"\n![ablation]({png_path.name})\n",
+    ]
+    curves = _curves(rows)
+    if curves:
+        curves_path = out_dir / f"{name}_validation_curves.png"
+        title = f"Validation (held-out training identities): {source}"
+        save_figure(validation_curves_figure(curves, title), curves_path)
+        written.append(curves_path)
+        sections += [
+            "## Validation curves\n",
+            "Held-out training identities (never the test split), mean over seeds.\n",
+            curves_table(curves),
+            f"\n![validation curves]({curves_path.name})\n",
+        ]
+    sections += [
+        "## Jobs\n",
+        "Wall time: config.yaml to metrics.json of each job; s/epoch: median over its epochs "
+        "after the first (TensorBoard wall times).\n",
+        jobs_table(rows),
+    ]
+    md_path.write_text("\n".join(sections) + "\n")
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``reid-attn-report``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="directory of a `--multirun experiment=ablation*` sweep")
+    parser.add_argument(
+        "sweep_dirs", nargs="+", help="directories of `--multirun experiment=ablation*` sweeps"
+    )
+    parser.add_argument("--out", help="folder for the report (default: the first directory)")
+    parser.add_argument("--name", default="ablation", help="file name stem (default: ablation)")
+    parser.add_argument("--data-root", help="the test data's folder, if not the jobs' data.root")
     args = parser.parse_args(argv)
     try:
-        paths = write_report(args.sweep_dir)
+        paths = write_report(args.sweep_dirs, args.out, args.name, args.data_root)
     except SweepError as exc:
         sys.exit(f"error: {exc}")
     print(Path(paths[0]).read_text())

@@ -1,6 +1,7 @@
 """Evaluation: distances, CMC / mAP / mINP ranking metrics, k-reciprocal re-ranking, their
 chunked (bounded-memory) versions for large galleries, and the torchmetrics wrapper."""
 
+from reid_attn.metrics.chance import chance_level
 from reid_attn.metrics.chunked import evaluate_features, evaluate_rank_chunked, iter_distances
 from reid_attn.metrics.distance import compute_distance
 from reid_attn.metrics.rank import evaluate_rank, match_ranks
@@ -14,6 +15,7 @@ from reid_attn.metrics.rerank_features import (
 __all__ = [
     "METRIC_NAMES",
     "ReIDMetric",
+    "chance_level",
     "compute_distance",
     "evaluate_features",
     "evaluate_rank",

@@ -3,6 +3,8 @@
 * :class:`SqueezeExcite` — Hu et al., CVPR 2018.
 * :class:`EfficientChannelAttention` — Wang et al., CVPR 2020 (ECA-Net).
 * :class:`CBAM` — Woo et al., ECCV 2018: channel attention, then spatial attention.
+* :class:`CBAMSpatialBN` — CBAM as its authors' code builds it: a BatchNorm after the spatial
+  7x7 convolution.
 
 All modules map a feature map ``(B, C, H, W)`` to a re-weighted map of the same shape.
 """
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ATTENTION_NAMES = ("none", "se", "eca", "cbam")
+ATTENTION_NAMES = ("none", "se", "eca", "cbam", "cbam_bn")
 
 
 def _reduced_channels(channels: int, reduction: int) -> int:
@@ -119,18 +121,23 @@ class ChannelAttention(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """CBAM spatial map ``sigmoid(conv7x7([max_c(x); mean_c(x)]))``, shape ``(B, 1, H, W)``."""
+    """CBAM spatial map ``sigmoid(norm(conv7x7([max_c(x); mean_c(x)])))``, shape ``(B, 1, H, W)``.
 
-    def __init__(self, kernel_size: int = 7) -> None:
+    ``norm`` is the identity (the paper's formula, the default) or a module applied to the
+    convolution's one-channel output, e.g. the authors' BatchNorm (:class:`CBAMSpatialBN`).
+    """
+
+    def __init__(self, kernel_size: int = 7, norm: nn.Module | None = None) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(
                 f"spatial kernel_size must be a positive odd number, got {kernel_size}"
             )
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = nn.Identity() if norm is None else norm
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.conv(channel_max_mean(x)))
+        return torch.sigmoid(self.norm(self.conv(channel_max_mean(x))))
 
 
 class CBAM(nn.Module):
@@ -146,14 +153,38 @@ class CBAM(nn.Module):
         return x * self.spatial(x)
 
 
+class CBAMSpatialBN(CBAM):
+    """CBAM as in its authors' code: the spatial gate is ``sigmoid(BN(conv7x7(...)))``.
+
+    The authors' ``BasicConv(bn=True)``: the 7x7 convolution without bias, then
+    ``BatchNorm2d(1, eps=1e-5, momentum=0.01, affine=True)``; timm's CBAM also normalises
+    there. The BN normalises the spatial logits over batch and positions in training (batch
+    statistics; running statistics updated with ``bn_momentum``) and with its running
+    statistics in eval mode. Parameters: CBAM's plus 2 (the BN's weight and bias).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        spatial_kernel: int = 7,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.01,
+    ) -> None:
+        super().__init__(channels, reduction, spatial_kernel)
+        norm = nn.BatchNorm2d(1, eps=bn_eps, momentum=bn_momentum, affine=True)
+        self.spatial = SpatialAttention(spatial_kernel, norm)
+
+
 def create_attention(name: str, channels: int, **kwargs: int) -> nn.Module:
     """Build the attention module called ``name`` for a ``channels``-channel feature map.
 
     Args:
-        name: one of ``"none"``, ``"se"``, ``"eca"``, ``"cbam"``.
+        name: one of ``"none"``, ``"se"``, ``"eca"``, ``"cbam"`` (the paper's formula),
+            ``"cbam_bn"`` (the CBAM authors' code: BatchNorm in the spatial gate).
         channels: number of input (= output) channels ``C``.
-        kwargs: module options (``reduction`` for se/cbam, ``spatial_kernel`` for cbam,
-            ``gamma``/``beta`` for eca).
+        kwargs: module options (``reduction`` for se/cbam/cbam_bn, ``spatial_kernel`` for
+            cbam/cbam_bn, ``bn_eps``/``bn_momentum`` for cbam_bn, ``gamma``/``beta`` for eca).
 
     Returns:
         A module mapping ``(B, C, H, W)`` to ``(B, C, H, W)`` (``nn.Identity`` for ``"none"``).
@@ -166,6 +197,7 @@ def create_attention(name: str, channels: int, **kwargs: int) -> nn.Module:
         "se": SqueezeExcite,
         "eca": EfficientChannelAttention,
         "cbam": CBAM,
+        "cbam_bn": CBAMSpatialBN,
     }
     if name not in builders:
         raise ValueError(f"unknown attention {name!r}; valid names: {', '.join(ATTENTION_NAMES)}")

@@ -39,7 +39,8 @@ def build_reid_net(
 
     Args:
         num_classes: number of training identities.
-        attention: ``none`` | ``se`` | ``eca`` | ``cbam``, placed after bn3 in all 16 bottlenecks.
+        attention: ``none`` | ``se`` | ``eca`` | ``cbam`` | ``cbam_bn``, placed after bn3 in all 16
+            bottlenecks.
         attention_kwargs: options of the attention module (e.g. ``reduction``).
         last_stride: stride of layer4 (1 doubles the final feature map, the re-id default).
         classifier: ``linear`` (softmax CE) or ``circle`` (CircleSoftmax).

@@ -1,4 +1,4 @@
-"""Looking at what a model learned: ranked lists, attention maps, CMC curves.
+"""Looking at what a model learned: ranked lists, attention maps, CMC curves, ablation figures.
 
 The pure parts (ranking, grid rendering, heat-map overlays, curve plots) take arrays and
 images; the model and data part lives in :mod:`reid_attn.visualize`. Names are imported on
@@ -11,6 +11,8 @@ import importlib
 from typing import Any
 
 _SOURCES = {
+    "ablation_figure": "ablation",
+    "validation_curves_figure": "ablation",
     "AttentionRecorder": "attention",
     "overlay_heatmap": "attention",
     "upsample_maps": "attention",

@@ -1,0 +1,117 @@
+"""Validation curves from CSV logs, the convergence rule, and run wall times from run files."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reid_attn.run_timing import epoch_seconds, job_wall_seconds
+from reid_attn.validation_curves import (
+    ValidationLog,
+    levelled_epoch,
+    read_validation_log,
+    row_curve,
+)
+
+
+def _write_csv(run: Path, lines: list[dict]) -> None:
+    (run / "csv").mkdir(parents=True)
+    columns = ["epoch", "step", "train/loss_step", "val/mAP", "val/rank1", "test/mAP"]
+    with (run / "csv" / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(lines)
+
+
+def test_read_validation_log_keeps_validation_lines_in_percent(tmp_path) -> None:
+    _write_csv(
+        tmp_path,
+        [
+            {"epoch": 0, "step": 4, "train/loss_step": 3.0},
+            {"epoch": 1, "step": 9, "val/mAP": 0.25, "val/rank1": 0.5},
+            {"epoch": 3, "step": 19, "val/mAP": 0.40, "val/rank1": 0.625},
+            # a resumed run replays epoch index 3: its last line counts
+            {"epoch": 3, "step": 19, "val/mAP": 0.45, "val/rank1": 0.75},
+            {"epoch": 3, "step": 20, "test/mAP": 0.3},
+        ],
+    )
+    log = read_validation_log(tmp_path)
+    assert log.epochs.tolist() == [2, 4]  # completed epochs
+    assert log.values["mAP"] == pytest.approx([25.0, 45.0])
+    assert log.values["rank1"] == pytest.approx([50.0, 75.0])
+
+
+def test_read_validation_log_without_validation(tmp_path) -> None:
+    assert read_validation_log(tmp_path) is None  # no csv/metrics.csv
+    _write_csv(tmp_path, [{"epoch": 0, "step": 4, "train/loss_step": 3.0}])
+    assert read_validation_log(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("values", "tolerance", "confirm", "expected"),
+    [
+        ([10, 50, 70, 70.5, 70.2], 1.0, 2, 6),  # gains after epoch 6: 0.5
+        ([10, 50, 70, 70.5, 70.2], 0.4, 2, None),  # epoch 8 has one later validation only
+        ([10, 50, 70, 70.5, 70.2, 70.3], 0.4, 2, 8),  # the best: nothing after it gains
+        ([10, 50, 70, 71.5, 71.0, 71.2], 1.0, 2, 8),  # from epoch 6 it gains 1.5
+        ([10, 50, 70, 70.5, 70.2], 1.0, 3, None),  # epoch 6 lacks 3 later validations
+        ([10, 20, 30, 40, 50], 1.0, 2, None),  # still climbing
+        ([60, 59, 58, 57, 56], 1.0, 2, 2),  # falling: nothing to gain from epoch 2 on
+        ([10, 20], 1.0, 2, None),  # too short to confirm
+    ],
+)
+def test_levelled_epoch_by_hand(values, tolerance, confirm, expected) -> None:
+    epochs = np.array([2, 4, 6, 8, 10, 12][: len(values)])
+    assert levelled_epoch(epochs, np.array(values, float), tolerance, confirm) == expected
+
+
+def test_row_curve_is_mean_min_max_over_seeds_at_common_epochs() -> None:
+    logs = [
+        ValidationLog(np.array([2, 4, 6]), {"mAP": np.array([10.0, 20, 30]), "rank1": np.zeros(3)}),
+        ValidationLog(np.array([2, 4, 6]), {"mAP": np.array([14.0, 26, 33]), "rank1": np.ones(3)}),
+        # a seed validated once more (epoch 8): only the shared epochs count
+        ValidationLog(
+            np.array([2, 4, 6, 8]), {"mAP": np.array([12.0, 23, 36, 40]), "rank1": np.ones(4)}
+        ),
+    ]
+    curve = row_curve("+CBAM", logs)
+    assert curve.epochs.tolist() == [2, 4, 6] and curve.seeds == 3
+    assert curve.mean["mAP"] == pytest.approx([12.0, 23.0, 33.0])
+    assert curve.low["mAP"].tolist() == [10.0, 20.0, 30.0]
+    assert curve.high["mAP"].tolist() == [14.0, 26.0, 36.0]
+    assert curve.mean["rank1"] == pytest.approx([2 / 3] * 3)
+    assert curve.levelled(tolerance=10.0, confirm=1) == 4  # 33 - 23 = 10 <= 10
+
+
+def test_row_curve_bad_input() -> None:
+    with pytest.raises(ValueError, match="no validation logs"):
+        row_curve("x", [])
+    a = ValidationLog(np.array([2]), {"mAP": np.ones(1), "rank1": np.ones(1)})
+    b = ValidationLog(np.array([4]), {"mAP": np.ones(1), "rank1": np.ones(1)})
+    with pytest.raises(ValueError, match="share no validated epoch"):
+        row_curve("x", [a, b])
+
+
+def test_job_wall_seconds_from_file_times(tmp_path) -> None:
+    assert job_wall_seconds(tmp_path) is None
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "metrics.json").write_text("{}")
+    os.utime(tmp_path / "config.yaml", (1_000_000, 1_000_000))
+    os.utime(tmp_path / "metrics.json", (1_000_754.5, 1_000_754.5))
+    assert job_wall_seconds(tmp_path) == pytest.approx(754.5)
+
+
+def test_epoch_seconds_from_tensorboard_wall_times(tmp_path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    assert epoch_seconds(tmp_path).size == 0  # no log
+    ends = [1000.0, 1012.5, 1020.0, 1031.0]  # end of epochs 1..4
+    with SummaryWriter(tmp_path / "tensorboard") as writer:
+        for epoch, wall in enumerate(ends):
+            writer.add_scalar("train/loss_step", 1.0, 10 * epoch + 5, walltime=wall - 3)
+            writer.add_scalar("train/loss_epoch", 1.0, 10 * epoch + 9, walltime=wall)
+    assert epoch_seconds(tmp_path).tolist() == pytest.approx([12.5, 7.5, 11.0])
