@@ -178,17 +178,22 @@ def run_config(spec: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def data_pipeline_throughput(batches: int, overrides: list[str]) -> dict:
+def data_pipeline_throughput(batches: int, overrides: list[str], device: str = "cpu") -> dict:
     """Images/s of the config's train loader over ``batches`` batches (the first batch, which
-    includes worker start-up, is not timed)."""
+    includes worker start-up, is not timed); with ``data.pipeline=memory`` (or ``auto``
+    choosing it) the images are cached on ``device`` first (``setup_seconds``)."""
     from omegaconf import OmegaConf
 
     from reid_attn.data import ReIDDataModule
 
     cfg = compose_train_config(overrides)
     datamodule = ReIDDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
+    datamodule.cache_device = torch.device(device)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    setup_start = time.perf_counter()
+    datamodule.train_dataloader()  # decodes the memory pipeline's cache
+    setup_seconds = time.perf_counter() - setup_start
     count, start, epochs = 0, None, 0
     while count < batches:
         loader = datamodule.train_dataloader()
@@ -201,10 +206,14 @@ def data_pipeline_throughput(batches: int, overrides: list[str]) -> dict:
             if count == batches:
                 break
         epochs += 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     batch = cfg.data.num_identities * cfg.data.num_instances
     return {
         "images_per_s": batches * batch / seconds,
+        "pipeline": datamodule.active_pipeline,
+        "setup_seconds": setup_seconds,
         "num_workers": cfg.data.num_workers,
         "size": [cfg.data.height, cfg.data.width],
         "batches": batches,
@@ -301,7 +310,8 @@ def write_markdown(result: dict, path: Path) -> None:
     lines += [
         "",
         f"Data pipeline ({result['data_config']}: {data['size'][0]}x{data['size'][1]}, "
-        f"{data['num_workers']} workers): {data['images_per_s']:.1f} images/s = "
+        f"data.pipeline={data.get('pipeline', 'loader')}, {data['num_workers']} workers): "
+        f"{data['images_per_s']:.1f} images/s = "
         f"{result['data_to_model_ratio']:.2f} x the default model's training throughput in "
         f"{result['model_variant']} "
         f"({result['default_model_images_per_s']:.1f} images/s).",
@@ -356,7 +366,9 @@ def main() -> None:
 
     result = run_all(args)
     data_overrides = [f"data={args.data}"] if args.data else []
-    result["data_pipeline"] = data_pipeline_throughput(args.data_batches, data_overrides)
+    result["data_pipeline"] = data_pipeline_throughput(
+        args.data_batches, data_overrides, args.device
+    )
     default_cfg = compose_train_config(data_overrides)
     default_size = f"{default_cfg.data.height}x{default_cfg.data.width}"
     default_row = next(
