@@ -8,7 +8,8 @@ run, to choose ``data.pipeline=auto``'s CPU default.
    over ``--batches`` batches, the memory pipeline's one-off decoding reported apart).
 2. ``python -m reid_attn.train`` (the default config = ``make train``, ``--epochs`` epochs, no
    progress bar) with each pipeline, in ``--rounds`` interleaved rounds (loader, memory, then
-   memory, loader, ...): wall seconds of the whole process and its test figures. The synthetic
+   memory, loader, ...): wall seconds of the whole process, the CPU seconds it and its loader
+   workers used (the fairer figure on a shared machine), and its test figures. The synthetic
    data is generated before the first timed run.
 """
 
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,9 +33,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PIPELINES = ("loader", "memory")
 
 
+def cpu_seconds_of_children() -> float:
+    """User + system CPU seconds of this process's finished children (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def train_wall_seconds(pipeline: str, epochs: int, folder: Path) -> dict:
-    """Wall seconds and test metrics of one default training run with ``pipeline``."""
+    """Wall seconds, CPU seconds and test metrics of one default training run with
+    ``pipeline``."""
     run_dir = folder / f"{pipeline}-{time.monotonic_ns()}"
+    cpu_start = cpu_seconds_of_children()
     start = time.perf_counter()
     subprocess.run(
         [
@@ -50,7 +60,11 @@ def train_wall_seconds(pipeline: str, epochs: int, folder: Path) -> dict:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "metrics": json.loads((run_dir / "metrics.json").read_text())}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds_of_children() - cpu_start,
+        "metrics": json.loads((run_dir / "metrics.json").read_text()),
+    }
 
 
 def write_markdown(result: dict, path: Path) -> None:
@@ -75,17 +89,18 @@ def write_markdown(result: dict, path: Path) -> None:
         f"`python -m reid_attn.train trainer.max_epochs={result['epochs']}` (the default "
         f"config), median wall seconds over {result['rounds']} interleaved rounds:",
         "",
-        "| pipeline | wall s (each run) | median wall s | x loader | test mAP |",
-        "|---|---|---:|---:|---:|",
+        "| pipeline | wall s (each run) | median wall s | speed x loader | CPU s (each run) | "
+        "median CPU s | speed x loader | test mAP |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
     ]
-    base = statistics.median(result["train"]["loader"]["seconds"])
+    base = {k: statistics.median(result["train"]["loader"][k]) for k in ("seconds", "cpu_seconds")}
     for name, row in result["train"].items():
-        median = statistics.median(row["seconds"])
-        runs = ", ".join(f"{s:.0f}" for s in row["seconds"])
-        lines.append(
-            f"| {name} | {runs} | {median:.0f} | {base / median:.2f} | "
-            f"{100 * row['mAP'][0]:.2f} |"
-        )
+        cells = []
+        for key in ("seconds", "cpu_seconds"):
+            median = statistics.median(row[key])
+            runs = ", ".join(f"{v:.0f}" for v in row[key])
+            cells.append(f"{runs} | {median:.0f} | {base[key] / median:.2f}")
+        lines.append(f"| {name} | {' | '.join(cells)} | {100 * row['mAP'][0]:.2f} |")
     path.write_text("\n".join([*lines, ""]))
 
 
@@ -103,14 +118,19 @@ def main() -> None:
     }
     for name, row in data.items():
         print(f"{name}: {row['images_per_s']:.0f} images/s (set-up {row['setup_seconds']:.1f} s)")
-    train: dict[str, dict] = {name: {"seconds": [], "mAP": []} for name in PIPELINES}
+    train = {name: {"seconds": [], "cpu_seconds": [], "mAP": []} for name in PIPELINES}
     with tempfile.TemporaryDirectory() as folder:
         for round_index in range(args.rounds):
             for name in PIPELINES if round_index % 2 == 0 else PIPELINES[::-1]:
                 run = train_wall_seconds(name, args.epochs, Path(folder))
                 train[name]["seconds"].append(run["seconds"])
+                train[name]["cpu_seconds"].append(run["cpu_seconds"])
                 train[name]["mAP"].append(run["metrics"]["mAP"])
-                print(f"round {round_index + 1} {name}: {run['seconds']:.0f} s", flush=True)
+                print(
+                    f"round {round_index + 1} {name}: {run['seconds']:.0f} s wall, "
+                    f"{run['cpu_seconds']:.0f} s CPU",
+                    flush=True,
+                )
     cfg = compose_train_config([])
     result = {
         "command": " ".join(["python", "experiments/bench_pipeline.py", *sys.argv[1:]]),

@@ -407,12 +407,12 @@ def write_markdown(result: dict, path: Path) -> None:
     for row in result["throughput"]:
         warmup = result["warmup_seconds"]["fast-" + row["attention"]]
         lines.append(
-            f"| {row['attention']} | {row['images_per_s']:.0f} | {row['ratio_to_none']:.3f} | "
+            f"| {row['attention']} | {row['images_per_s']:.1f} | {row['ratio_to_none']:.3f} | "
             f"{row['pipeline_images_per_s']:.0f} | "
             f"{row['pipeline_images_per_s'] / row['images_per_s']:.1f} | {warmup:.0f} |"
         )
     lines += ["", "| CBAM jobs at once | images/s together |", "|---:|---:|"]
-    lines += [f"| {row['jobs']} | {row['images_per_s']:.0f} |" for row in result["jobs"]]
+    lines += [f"| {row['jobs']} | {row['images_per_s']:.1f} |" for row in result["jobs"]]
     track = result["tracking"]
     steps = len(track["losses"]["fast-cbam-bf16"])
     lines += [

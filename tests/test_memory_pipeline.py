@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import astuple
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +19,13 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from reid_attn.data import PKSampler, ReIDDataModule
-from reid_attn.data.batch_augment import ERASING_RATIO, ERASING_SCALE, BatchAugment, normalize
+from reid_attn.data.batch_augment import (
+    ERASING_RATIO,
+    ERASING_SCALE,
+    AugmentParams,
+    BatchAugment,
+    normalize,
+)
 from reid_attn.data.image_dataset import ReIDImageDataset
 from reid_attn.data.memory_cache import MemoryCacheError, available_bytes, check_cache_fits
 from reid_attn.data.memory_pipeline import PKBatchOrder, auto_pipeline, step_seed
@@ -26,6 +33,8 @@ from reid_attn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_t
 from reid_attn.run_files import run_entry
 from reid_attn.train import train
 
+#: The augmentation and the cache run on the training device: every device here is tested.
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 SMALL = {
     "num_train_ids": 6,
     "num_test_ids": 4,
@@ -56,20 +65,23 @@ def _ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- augmentation
 
 
-def test_normalisation_equals_torchvision_on_the_same_image() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_normalisation_equals_torchvision_on_the_same_image(device: str) -> None:
     images = _random_images(4, 64, 32)
     reference = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     expected = torch.stack([reference(_pil(img)) for img in images])
-    torch.testing.assert_close(normalize(images), expected, rtol=0, atol=0)
+    torch.testing.assert_close(normalize(images.to(device)).cpu(), expected, rtol=0, atol=1e-6)
 
 
-def test_batched_augmentation_equals_torchvision_image_by_image() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_augmentation_equals_torchvision_image_by_image(device: str) -> None:
     # each image's own draws applied with torchvision's ops, in the loader's order, on PIL
     augment = BatchAugment()
     images = _random_images(32, 64, 32)
-    params = augment.draw(32, 64, 32, torch.Generator().manual_seed(3))
+    params = augment.draw(32, 64, 32, torch.Generator(device).manual_seed(3))
     assert 0 < params.flip.sum() < 32 and 0 < params.erase.sum() < 32  # both branches ran
-    out = augment.apply(images, params)
+    out = augment.apply(images.to(device), params).cpu()
+    params = AugmentParams(*(t.cpu() for t in astuple(params)))
     for b, image in enumerate(images):
         pil = _pil(image)
         if params.flip[b]:
@@ -79,7 +91,7 @@ def test_batched_augmentation_equals_torchvision_image_by_image() -> None:
         if params.erase[b]:
             i, j, h, w = (int(v) for v in params.erase_box[b])
             expected = TF.erase(expected, i, j, h, w, torch.tensor(0.0))
-        torch.testing.assert_close(out[b], expected, rtol=0, atol=0, msg=f"image {b}")
+        torch.testing.assert_close(out[b], expected, rtol=0, atol=1e-6, msg=f"image {b}")
 
 
 def test_flip_rate_and_crop_offsets_follow_the_transforms() -> None:
@@ -174,8 +186,10 @@ def _datamodule(root: Path, **kwargs) -> ReIDDataModule:
     return datamodule
 
 
-def test_memory_eval_batches_equal_the_loader_pipelines(tmp_path) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_memory_eval_batches_equal_the_loader_pipelines(tmp_path, device: str) -> None:
     memory = _datamodule(tmp_path, pipeline="memory")
+    memory.cache_device = torch.device(device)
     loader = _datamodule(tmp_path, pipeline="loader")
     for split in ("val", "test"):
         get = memory.val_dataloader if split == "val" else memory.test_dataloader
@@ -183,8 +197,9 @@ def test_memory_eval_batches_equal_the_loader_pipelines(tmp_path) -> None:
         batches = list(get())
         assert len(batches) == len(list(expected())) > 0
         for ours, theirs in zip(batches, expected(), strict=True):
+            assert ours[0].device.type == device
             for a, b in zip(ours, theirs, strict=True):
-                torch.testing.assert_close(a, b, rtol=0, atol=0, check_dtype=False)
+                torch.testing.assert_close(a.cpu(), b, rtol=0, atol=1e-6, check_dtype=False)
     assert memory.active_pipeline == "memory" and loader.active_pipeline == "loader"
 
 
