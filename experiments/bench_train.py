@@ -5,7 +5,9 @@ pipeline's throughput, side by side in one run.
     .venv/bin/python experiments/bench_train.py --quick    # seconds, small batch, no files
 
 A training step is what ``ReIDModule.training_step`` does on a random batch of the configured
-P x K structure (forward, the configured joint loss, backward, Adam step). Every configuration
+P x K structure (``step_losses``: forward and the configured joint loss, compiled with
+``model.compile``; backward; Adam step). The GPU successor, with the memory pipeline, CUDA
+graphs and fused Adam, is ``pace.py``. Every configuration
 (input size x attention x variant) runs in its own subprocess, so peak memory does not mix:
 ``--warmup`` steps, then ``--steps`` timed steps (median step time -> images/s). The whole list
 of configurations is run ``--rounds`` times in interleaved order and the median over rounds is
@@ -17,7 +19,7 @@ before the timed steps) over the resident set then.
 Variants (measured for ``--variant-attentions``, by default none and cbam): ``fp32`` (the
 default, all four attention types), ``channels_last`` (``model.channels_last=true``), ``bf16``
 (``trainer.precision=bf16-mixed``: autocast to bfloat16), ``compile``
-(``model.compile=true``: torch.compile, timed after compilation), ``heap`` (glibc malloc
+(``model.compile=true``: torch.compile of the step, timed after compilation), ``heap`` (glibc malloc
 keeps large freed blocks: see ``VARIANT_ENV``); ``+`` combines them, e.g.
 ``bf16+channels_last`` (mixed precision on channels-last maps, the usual GPU setting).
 
@@ -116,8 +118,10 @@ def training_step(spec: dict):
     dtype = torch.bfloat16 if "bf16" in variant_parts(spec["variant"]) else None
 
     def step() -> None:
+        if module.compiled:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = module.compute_losses(module.net(module.prepare_images(images), pids), pids)
+            loss = module.step_losses(images, pids)  # compiled with model.compile
         optimizer.zero_grad(set_to_none=True)
         loss["loss"].backward()
         optimizer.step()
