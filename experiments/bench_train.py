@@ -5,7 +5,9 @@ pipeline's throughput, side by side in one run.
     .venv/bin/python experiments/bench_train.py --quick    # seconds, small batch, no files
 
 A training step is what ``ReIDModule.training_step`` does on a random batch of the configured
-P x K structure (forward, the configured joint loss, backward, Adam step). Every configuration
+P x K structure (``step_losses``: forward and the configured joint loss, compiled with
+``model.compile``; backward; Adam step). The GPU successor, with the memory pipeline, CUDA
+graphs and fused Adam, is ``pace.py``. Every configuration
 (input size x attention x variant) runs in its own subprocess, so peak memory does not mix:
 ``--warmup`` steps, then ``--steps`` timed steps (median step time -> images/s). The whole list
 of configurations is run ``--rounds`` times in interleaved order and the median over rounds is
@@ -17,7 +19,7 @@ before the timed steps) over the resident set then.
 Variants (measured for ``--variant-attentions``, by default none and cbam): ``fp32`` (the
 default, all four attention types), ``channels_last`` (``model.channels_last=true``), ``bf16``
 (``trainer.precision=bf16-mixed``: autocast to bfloat16), ``compile``
-(``model.compile=true``: torch.compile, timed after compilation), ``heap`` (glibc malloc
+(``model.compile=true``: torch.compile of the step, timed after compilation), ``heap`` (glibc malloc
 keeps large freed blocks: see ``VARIANT_ENV``); ``+`` combines them, e.g.
 ``bf16+channels_last`` (mixed precision on channels-last maps, the usual GPU setting).
 
@@ -116,8 +118,10 @@ def training_step(spec: dict):
     dtype = torch.bfloat16 if "bf16" in variant_parts(spec["variant"]) else None
 
     def step() -> None:
+        if module.compiled:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = module.compute_losses(module.net(module.prepare_images(images), pids), pids)
+            loss = module.step_losses(images, pids)  # compiled with model.compile
         optimizer.zero_grad(set_to_none=True)
         loss["loss"].backward()
         optimizer.step()
@@ -178,17 +182,22 @@ def run_config(spec: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def data_pipeline_throughput(batches: int, overrides: list[str]) -> dict:
+def data_pipeline_throughput(batches: int, overrides: list[str], device: str = "cpu") -> dict:
     """Images/s of the config's train loader over ``batches`` batches (the first batch, which
-    includes worker start-up, is not timed)."""
+    includes worker start-up, is not timed); with ``data.pipeline=memory`` (or ``auto``
+    choosing it) the images are cached on ``device`` first (``setup_seconds``)."""
     from omegaconf import OmegaConf
 
     from reid_attn.data import ReIDDataModule
 
     cfg = compose_train_config(overrides)
     datamodule = ReIDDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
+    datamodule.cache_device = torch.device(device)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    setup_start = time.perf_counter()
+    datamodule.train_dataloader()  # decodes the memory pipeline's cache
+    setup_seconds = time.perf_counter() - setup_start
     count, start, epochs = 0, None, 0
     while count < batches:
         loader = datamodule.train_dataloader()
@@ -201,10 +210,14 @@ def data_pipeline_throughput(batches: int, overrides: list[str]) -> dict:
             if count == batches:
                 break
         epochs += 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     batch = cfg.data.num_identities * cfg.data.num_instances
     return {
         "images_per_s": batches * batch / seconds,
+        "pipeline": datamodule.active_pipeline,
+        "setup_seconds": setup_seconds,
         "num_workers": cfg.data.num_workers,
         "size": [cfg.data.height, cfg.data.width],
         "batches": batches,
@@ -259,14 +272,16 @@ def run_all(args: argparse.Namespace) -> dict:
         base = next(
             r
             for r in rows
-            if r["size"] == row["size"] and r["variant"] == row["variant"]
+            if r["size"] == row["size"]
+            and r["variant"] == row["variant"]
             and r["attention"] == "none"
         )
         fp32 = next(
             (
                 r
                 for r in rows
-                if r["size"] == row["size"] and r["variant"] == "fp32"
+                if r["size"] == row["size"]
+                and r["variant"] == "fp32"
                 and r["attention"] == row["attention"]
             ),
             None,
@@ -301,7 +316,8 @@ def write_markdown(result: dict, path: Path) -> None:
     lines += [
         "",
         f"Data pipeline ({result['data_config']}: {data['size'][0]}x{data['size'][1]}, "
-        f"{data['num_workers']} workers): {data['images_per_s']:.1f} images/s = "
+        f"data.pipeline={data.get('pipeline', 'loader')}, {data['num_workers']} workers): "
+        f"{data['images_per_s']:.1f} images/s = "
         f"{result['data_to_model_ratio']:.2f} x the default model's training throughput in "
         f"{result['model_variant']} "
         f"({result['default_model_images_per_s']:.1f} images/s).",
@@ -356,14 +372,17 @@ def main() -> None:
 
     result = run_all(args)
     data_overrides = [f"data={args.data}"] if args.data else []
-    result["data_pipeline"] = data_pipeline_throughput(args.data_batches, data_overrides)
+    result["data_pipeline"] = data_pipeline_throughput(
+        args.data_batches, data_overrides, args.device
+    )
     default_cfg = compose_train_config(data_overrides)
     default_size = f"{default_cfg.data.height}x{default_cfg.data.width}"
     default_row = next(
         (
             r
             for r in result["rows"]
-            if r["size"] == default_size and r["variant"] == args.model_variant
+            if r["size"] == default_size
+            and r["variant"] == args.model_variant
             and r["attention"] == default_cfg.model.attention
         ),
         None,

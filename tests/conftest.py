@@ -32,6 +32,7 @@ def load_experiment(name: str) -> ModuleType:
         sys.path.insert(0, str(EXPERIMENTS_DIR))
     spec = importlib.util.spec_from_file_location(name, EXPERIMENTS_DIR / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # registered, as an import would (dataclasses look it up)
     spec.loader.exec_module(module)
     return module
 

@@ -483,7 +483,8 @@ def test_split_validation_out_of_range(n: int) -> None:
 # --------------------------------------------------------------------------- datamodule
 
 
-def test_datamodule_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipeline", ["loader", "memory"])
+def test_datamodule_end_to_end(tmp_path: Path, pipeline: str) -> None:
     dm = ReIDDataModule(
         name="synthetic",
         root=str(tmp_path),
@@ -495,6 +496,7 @@ def test_datamodule_end_to_end(tmp_path: Path) -> None:
         num_workers=0,
         eval_batch_size=16,
         synthetic=SMALL_DICT,
+        pipeline=pipeline,
     )
     dm.prepare_data()
     assert (tmp_path / f"synthetic-{SMALL.digest()}").is_dir()

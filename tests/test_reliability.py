@@ -124,15 +124,24 @@ def slow_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference_run(slow_root: Path) -> Path:
-    """One uninterrupted command-line run; its folder."""
-    _train_cli(slow_root, "reference")
-    return slow_root / "reference"
+def reference_runs(slow_root: Path):
+    """``reference(pipeline)``: the folder of one uninterrupted command-line run with that
+    ``data.pipeline`` (run once per pipeline)."""
+    done: dict[str, Path] = {}
+
+    def reference(pipeline: str) -> Path:
+        if pipeline not in done:
+            _train_cli(slow_root, f"reference-{pipeline}", f"data.pipeline={pipeline}")
+            done[pipeline] = slow_root / f"reference-{pipeline}"
+        return done[pipeline]
+
+    return reference
 
 
 @pytest.mark.slow
-def test_same_seed_twice_gives_identical_metrics_and_weights(reference_run, slow_root) -> None:
-    _train_cli(slow_root, "again")
+def test_same_seed_twice_gives_identical_metrics_and_weights(reference_runs, slow_root) -> None:
+    reference_run = reference_runs("loader")
+    _train_cli(slow_root, "again", "data.pipeline=loader")
     first, second = _metrics(reference_run), _metrics(slow_root / "again")
     print(f"\nrun 1: {_figures(first)}\nrun 2: {_figures(second)}")
     assert first == second
@@ -140,20 +149,23 @@ def test_same_seed_twice_gives_identical_metrics_and_weights(reference_run, slow
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["loader", "memory"])
 def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(
-    reference_run, slow_root
+    reference_runs, slow_root, pipeline: str
 ) -> None:
+    reference_run = reference_runs(pipeline)
+    option = f"data.pipeline={pipeline}"
     script = slow_root / "kill_at_step.py"
     script.write_text(KILL_AT_STEP)
-    marker = slow_root / "reached"
-    run_dir = slow_root / "killed"
+    marker = slow_root / f"reached-{pipeline}"
+    run_dir = slow_root / f"killed-{pipeline}"
     proc = subprocess.Popen(
         [
             sys.executable,
             str(script),
             str(marker),
             str(KILL_STEP),
-            *_train_args(slow_root, "killed"),
+            *_train_args(slow_root, f"killed-{pipeline}", option),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -174,7 +186,7 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert (saved["epoch"], saved["global_step"]) == (0, STEPS_PER_EPOCH)
 
-    _train_cli(slow_root, "killed", "resume=true")
+    _train_cli(slow_root, f"killed-{pipeline}", option, "resume=true")
     resumed, uninterrupted = _metrics(run_dir), _metrics(reference_run)
     print(f"\nuninterrupted: {_figures(uninterrupted)}\nresumed:       {_figures(resumed)}")
     assert resumed == uninterrupted
@@ -373,6 +385,7 @@ def test_train_loader_is_built_for_the_trainers_epoch(tmp_path) -> None:
         num_identities=2,
         num_instances=2,
         num_workers=0,
+        pipeline="loader",  # the memory pipeline's per-step seeds: test_memory_pipeline.py
         synthetic={
             "num_train_ids": 4,
             "num_test_ids": 2,

@@ -73,6 +73,32 @@ def test_submitit_local_runs_the_ablation_sweep_and_the_report_collects_it(tmp_p
     assert [row.row for row in collect(sweep)] == ["tri", "cbam"]
 
 
+def test_parallel_launcher_runs_two_jobs_at_once(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_train_cli(
+        [
+            "--multirun",
+            "hydra/launcher=parallel",
+            "hydra.launcher.n_jobs=2",
+            "debug=fast",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    jobs = [sweep / "0", sweep / "1"]
+    for job, seed in zip(jobs, (0, 1), strict=True):
+        assert OmegaConf.load(job / ".hydra" / "config.yaml").seed == seed
+        assert 0 <= json.loads((job / "metrics.json").read_text())["mAP"] <= 1
+    # each job's config is written when it starts and its metrics when it ends: both started
+    # before either ended
+    started = [(job / ".hydra" / "config.yaml").stat().st_mtime for job in jobs]
+    ended = [(job / "metrics.json").stat().st_mtime for job in jobs]
+    assert max(started) < min(ended)
+
+
 def _best_validation_map(run: Path) -> float:
     """The largest val/mAP in the run's CSV log: an independent record of the objective."""
     with open(run / "csv" / "metrics.csv") as file:

@@ -1,16 +1,20 @@
-"""Speed options: channels-last memory format, bf16 mixed precision, torch.compile."""
+"""Speed options: channels-last memory format, bf16 mixed precision, the compiled training
+step, fused Adam, the loss read every N steps, the trainer=gpu_fast preset and the pace
+benchmark's loss tracking."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from conftest import load_experiment
 from reid_attn.module import ReIDModule
+from reid_attn.run_files import run_entry
 from reid_attn.train import train
 
 
@@ -66,7 +70,15 @@ def test_bf16_autocast_step_is_close_to_fp32(compose_cfg) -> None:
     assert cosine > 0.99  # bf16 keeps 8 bits of mantissa: close, not equal
 
 
-@pytest.mark.parametrize("option", ["trainer.precision=bf16-mixed", "model.channels_last=true"])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "trainer.precision=bf16-mixed",
+        "model.channels_last=true",
+        "data.pipeline=loader",
+        "loss_check_every_n_steps=3",
+    ],
+)
 def test_training_runs_with_speed_option(train_cfg_factory, option: str) -> None:
     cfg = train_cfg_factory(option)
     results = train(cfg)
@@ -75,17 +87,117 @@ def test_training_runs_with_speed_option(train_cfg_factory, option: str) -> None
     assert 0.0 < results["mAP"] <= 1.0
 
 
+def test_training_step_is_one_graph_without_host_synchronisation(compose_cfg) -> None:
+    # dynamo traces the step's forward and losses whole: a value read on the host (a
+    # data-dependent branch, .item(), boolean-mask indexing) would break the graph
+    module = _module(compose_cfg, "attention=cbam")
+    module.train()
+    images, pids = torch.randn(8, 3, 64, 32), torch.arange(4).repeat_interleave(2)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(module.forward_losses)(images, pids)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
 @pytest.mark.slow
-def test_compiled_network_trains_and_keeps_parameter_names(compose_cfg) -> None:
-    plain = _module(compose_cfg, "attention=se")
-    compiled = _module(compose_cfg, "attention=se", "model.compile=true")
-    assert list(compiled.state_dict()) == list(plain.state_dict())
-    compiled.load_state_dict(plain.state_dict())
-    images = torch.randn(4, 3, 64, 32)
-    plain.eval()
-    compiled.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(images), plain(images), rtol=1e-3, atol=1e-3)
+def test_compiled_step_tracks_the_eager_step(compose_cfg) -> None:
+    # three Adam steps from the same weights on the same batches: fp32 on the CPU, so only the
+    # order of the compiled kernels' sums differs
+    pace = load_experiment("pace")
+    losses = {}
+    for mode in (None, "default"):
+        spec = pace.RunSpec(
+            attention="cbam", device="cpu", size=(64, 32), identities=4, instances=2,
+            precision="fp32", compile_mode=mode, channels_last=False, num_classes=16,
+            cache_images=64,
+        )
+        runner = pace.PaceRunner(spec)
+        losses[mode] = runner.track(3)
+        if mode:
+            assert runner.module.compiled
+            assert list(runner.module.state_dict()) == list(runner.initial_state)
+    eager, fast = np.array(losses[None]), np.array(losses["default"])
+    assert eager[2] < eager[0]  # it trains
+    np.testing.assert_allclose(fast, eager, rtol=1e-3)
+
+
+def test_tracking_verdict_scales_the_tolerance_with_the_bf16_effect() -> None:
+    pace = load_experiment("pace")
+    eager_fp32 = [10.0 - 0.01 * i for i in range(40)]
+    eager = [v * 1.01 for v in eager_fp32]  # bf16 moves the window means by 1 %
+    assert pace.tracking_deviation(eager, eager_fp32) == pytest.approx(0.01)
+    close = [v * 1.015 for v in eager]
+    far = [v * 1.05 for v in eager]
+    verdict = pace.tracking_verdict(close, eager, eager_fp32)
+    assert verdict["tolerance"] == pytest.approx(max(2 * 0.01, pace.TRACKING_FLOOR))
+    assert verdict["tracks"] and verdict["deviation"] == pytest.approx(0.015)
+    assert not pace.tracking_verdict(far, eager, eager_fp32)["tracks"]
+    # a single bad window is enough to fail
+    spike = [*eager[:20], *[v * 1.5 for v in eager[20:]]]
+    assert not pace.tracking_verdict(spike, eager, eager_fp32)["tracks"]
+
+
+def test_fused_adam_when_the_parameters_are_on_cuda(compose_cfg) -> None:
+    cpu = _module(compose_cfg).configure_optimizers()["optimizer"]
+    assert not cpu.defaults["fused"]  # auto: the CPU keeps torch's default
+    forced = _module(compose_cfg, "optimizer.fused=true").configure_optimizers()["optimizer"]
+    assert forced.defaults["fused"] is True
+    plain = _module(compose_cfg, "optimizer.fused=false").configure_optimizers()["optimizer"]
+    assert plain.defaults["fused"] is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_adam_on_cuda(compose_cfg) -> None:
+    optimizer = _module(compose_cfg).cuda().configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is True
+
+
+def test_gpu_fast_preset_sets_every_fast_option(compose_cfg) -> None:
+    cfg = compose_cfg(
+        "train",
+        ["experiment=paper_market1501", "trainer=gpu_fast", "data=synthetic_large", "output_dir=x"],
+    )
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
+    assert cfg.trainer.enable_progress_bar is False
+    assert (cfg.model.compile, cfg.model.compile_mode, cfg.model.channels_last) == (
+        True,
+        "reduce-overhead",
+        True,
+    )
+    assert cfg.optimizer.fused == "auto" and cfg.data.pipeline == "auto"
+    assert cfg.loss_check_every_n_steps == cfg.trainer.log_every_n_steps == 50
+    assert (cfg.trainer.max_epochs, cfg.scheduler.milestones) == (120, [40, 70])  # the paper's
+    assert cfg.data.height == 256 and cfg.data.eval_batch_size == 1024
+
+
+def test_nan_loss_read_every_n_steps_never_reaches_a_checkpoint(
+    train_cfg_factory, monkeypatch
+) -> None:
+    original = ReIDModule.compute_losses
+
+    def poisoned(self, outputs, pids):
+        terms = original(self, outputs, pids)
+        if self.global_step == 1:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(ReIDModule, "compute_losses", poisoned)
+    # one step an epoch, the loss read every 5 steps: the NaN of step 1 is found before the
+    # epoch-1 checkpoints (best, on validation, and last) are written
+    cfg = train_cfg_factory(
+        "trainer.max_epochs=3", "+trainer.limit_train_batches=1", "loss_check_every_n_steps=5"
+    )
+    last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit) as info:
+        run_entry(train, cfg)
+    assert info.value.code.startswith(
+        "error: training stopped: the loss is not finite at or before global step 1 "
+        "(loss_check_every_n_steps=5) (epoch 1"
+    )
+    saved = torch.load(last, weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (0, 1)
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
+    assert [p.name for p in last.parent.glob("best-*")] == ["best-epoch000.ckpt"]
 
 
 def test_bench_train_variants_combine() -> None:

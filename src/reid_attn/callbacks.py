@@ -52,29 +52,75 @@ class SeedEachEpoch(pl.Callback):
 
 
 class StopOnNonFiniteLoss(pl.Callback):
-    """Raise :class:`NonFiniteLossError` when the training loss is NaN or infinite on any rank,
-    before its backward pass, so no non-finite update reaches the weights or a checkpoint.
+    """Raise :class:`NonFiniteLossError` when the training loss is NaN or infinite on any rank.
+
+    With ``every_n_steps=1`` the loss is checked at every step, before its backward pass, so no
+    non-finite update reaches the weights. Reading the loss on the host makes the CPU wait for
+    the accelerator, so with ``every_n_steps=N > 1`` the check is a flag kept on the device and
+    read every N steps, at each epoch's end and before every checkpoint is written: a
+    checkpoint never holds the broken weights, but up to N-1 updates may follow the first bad
+    loss in memory.
 
     Args:
         last_checkpoint: the run's ``last.ckpt``, named by the message as the last good
             checkpoint when it exists.
+        every_n_steps: how often the loss is read on the host (``loss_check_every_n_steps``).
     """
 
-    def __init__(self, last_checkpoint: str | Path) -> None:
+    def __init__(self, last_checkpoint: str | Path, every_n_steps: int = 1) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
         self.last_checkpoint = Path(last_checkpoint)
+        self.every_n_steps = every_n_steps
+        self._all_finite: Tensor | None = None  # since the last check (every_n_steps > 1)
+        self._last_step = 0  # the global step of the last loss folded into _all_finite
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
     ) -> None:
-        finite = bool(torch.isfinite(loss.detach()).all())
+        finite = torch.isfinite(loss.detach()).all()
+        if self.every_n_steps == 1:
+            self._stop_unless(trainer, bool(finite), f"at global step {trainer.global_step}", loss)
+            return
+        self._all_finite = finite if self._all_finite is None else self._all_finite & finite
+        self._last_step = trainer.global_step
+        if (trainer.global_step + 1) % self.every_n_steps == 0:
+            self._check_flag(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_flag(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        self._check_flag(trainer)  # raised before the file is written
+
+    def _check_flag(self, trainer: pl.Trainer) -> None:
+        if self._all_finite is None:
+            return
+        finite, self._all_finite = bool(self._all_finite), None
+        where = (
+            f"at or before global step {self._last_step} (loss_check_every_n_steps="
+            f"{self.every_n_steps})"
+        )
+        self._stop_unless(trainer, finite, where, None)
+
+    def _stop_unless(
+        self, trainer: pl.Trainer, finite: bool, where: str, loss: Tensor | None
+    ) -> None:
         # every rank stops at the same step (a rank alone would leave the others waiting)
         if trainer.strategy.reduce_boolean_decision(finite, all=True):
             return
-        shown = loss.detach().float().sum().item() if not finite else "not finite on another rank"
+        if finite:
+            shown = "not finite on another rank"
+        elif loss is None:
+            shown = "not finite"
+        else:
+            shown = loss.detach().float().sum().item()
         last = self.last_checkpoint
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
         raise NonFiniteLossError(
-            f"training stopped: the loss is {shown} at global step {trainer.global_step} "
+            f"training stopped: the loss is {shown} {where} "
             f"(epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); "
             f"{kept}. Lower optimizer.lr or check the data and train again"
         )

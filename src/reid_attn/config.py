@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from reid_attn.data.datamodule import DATASETS
+from reid_attn.data.memory_pipeline import PIPELINES
 from reid_attn.metrics.distance import DISTANCE_NAMES
 from reid_attn.models.attention import ATTENTION_NAMES
 from reid_attn.models.head import CLASSIFIER_NAMES
@@ -17,6 +18,9 @@ from reid_attn.models.pretrained import PRETRAINED_NAMES
 
 #: ``evaluation.precision`` values: float32 embeddings, or bf16 autocast.
 EVAL_PRECISIONS = ("32", "bf16")
+#: ``model.compile_mode`` values: torch.compile's modes (``reduce-overhead`` replays the step as
+#: CUDA graphs on a GPU); null is torch's default.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -62,6 +66,8 @@ def validate_model_config(cfg: DictConfig) -> None:
     _choice(cfg.evaluation.distance, DISTANCE_NAMES, "evaluation.distance")
     _choice(str(cfg.evaluation.get("precision", "32")), EVAL_PRECISIONS, "evaluation.precision")
     _at_least(cfg.evaluation.max_rank, 1, "evaluation.max_rank")
+    if cfg.model.get("compile_mode") is not None:
+        _choice(cfg.model.compile_mode, COMPILE_MODES, "model.compile_mode")
 
 
 def validate_data_config(data: DictConfig) -> None:
@@ -71,6 +77,9 @@ def validate_data_config(data: DictConfig) -> None:
         _at_least(data[key], 1, f"data.{key}")
     for key in ("val_identities", "num_workers", "pad"):
         _at_least(data[key], 0, f"data.{key}")
+    _choice(data.get("pipeline", "auto"), PIPELINES, "data.pipeline")
+    if not 0 < data.get("memory_fraction", 0.5) <= 1:
+        raise ConfigError(f"data.memory_fraction={data.memory_fraction}; it must lie in (0, 1]")
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -78,7 +87,12 @@ def validate_train_config(cfg: DictConfig) -> None:
     validate_model_config(cfg)
     validate_data_config(cfg.data)
     _at_least(cfg.seed, 0, "seed")
+    _at_least(cfg.get("loss_check_every_n_steps", 1), 1, "loss_check_every_n_steps")
     _at_least(cfg.optimizer.lr, 0.0, "optimizer.lr", strict=True)
+    if cfg.optimizer.get("fused") not in ("auto", True, False, None):
+        raise ConfigError(
+            f"optimizer.fused={cfg.optimizer.fused} is not valid; allowed values: auto, true, false"
+        )
     _at_least(cfg.trainer.max_epochs, 1, "trainer.max_epochs")
     precision = str(cfg.trainer.get("precision"))
     if cfg.trainer.get("accelerator") == "cpu" and precision in ("16", "16-mixed", "16-true"):

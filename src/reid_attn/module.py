@@ -64,8 +64,9 @@ class ReIDModule(pl.LightningModule):
     pairwise-circle terms; evaluates retrieval (CMC, mAP, mINP) on val and test loaders.
 
     All arguments are plain containers (saved as hyper-parameters, so a checkpoint rebuilds the
-    module alone): ``model`` (attention, attention_kwargs, last_stride, channels_last, compile),
-    ``loss`` (see ``conf/loss``), ``optimizer`` (a ``_partial_`` Hydra target), ``scheduler``
+    module alone): ``model`` (attention, attention_kwargs, last_stride, channels_last, compile,
+    compile_mode), ``loss`` (see ``conf/loss``), ``optimizer`` (a ``_partial_`` Hydra target;
+    ``fused: auto`` uses fused Adam when the parameters are on CUDA), ``scheduler``
     (warm-up and step decay), ``evaluation`` (distance, max_rank), ``data`` (the data config it
     was trained on).
     """
@@ -95,8 +96,14 @@ class ReIDModule(pl.LightningModule):
         self.channels_last = bool(model.get("channels_last", False))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if model.get("compile", False):
-            self.net.compile()  # in place: parameter names (and checkpoints) stay the same
+        # the training step's forward and losses, compiled into one graph with model.compile
+        # (parameter names, and so checkpoints, stay the same; evaluation stays eager)
+        self.compiled = bool(model.get("compile", False))
+        self.step_losses = (
+            torch.compile(self.forward_losses, mode=model.get("compile_mode"))
+            if self.compiled
+            else self.forward_losses
+        )
         metric_kwargs = {k: evaluation.get(k, v) for k, v in METRIC_DEFAULTS.items()}
         self.val_metric = ReIDMetric(**metric_kwargs)
         self.test_metric = ReIDMetric(**metric_kwargs)
@@ -135,12 +142,25 @@ class ReIDModule(pl.LightningModule):
         terms["loss"] = torch.stack(list(terms.values())).sum()
         return terms
 
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        images, pids, _camids, _ = batch
+    def forward_losses(self, images: Tensor, pids: Tensor) -> dict[str, Tensor]:
+        """The training forward pass on ``(B, 3, H, W)`` images with labels ``(B,)``:
+        :meth:`compute_losses`' terms plus ``acc`` (the batch's identity accuracy)."""
         outputs = self.net(self.prepare_images(images), pids)
         terms = self.compute_losses(outputs, pids)
-        accuracy = (outputs["scores"].argmax(1) == pids).float().mean()
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True, on_epoch=True)
+        terms["acc"] = (outputs["scores"].argmax(1) == pids).float().mean()
+        return terms
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Losses of one batch (:attr:`step_losses`: compiled with ``model.compile``); every
+        term is logged without reading it on the host (the logger does every
+        ``trainer.log_every_n_steps`` steps)."""
+        images, pids, _camids, _ = batch
+        if self.compiled:  # a new step: the CUDA graphs' previous outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
+        terms = self.step_losses(images, pids)
+        logged = {k: v.detach().clone() if self.compiled else v for k, v in terms.items()}
+        accuracy = logged.pop("acc")
+        self.log_dict({f"train/{k}": v for k, v in logged.items()}, prog_bar=True, on_epoch=True)
         self.log("train/acc", accuracy, on_epoch=True)
         return terms["loss"]
 
@@ -207,7 +227,12 @@ class ReIDModule(pl.LightningModule):
         self.test_metric.reset()
 
     def configure_optimizers(self) -> dict:
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        settings = dict(self.hparams.optimizer)
+        fused = settings.pop("fused", None)  # auto: fused (one kernel) when on CUDA
+        if fused == "auto":
+            fused = True if all(p.is_cuda for p in self.parameters()) else None
+        extra = {} if fused is None else {"fused": bool(fused)}
+        optimizer = instantiate(settings)(params=self.parameters(), **extra)
         sched = self.hparams.scheduler
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,

@@ -39,10 +39,12 @@ def build_trainer(
     monitor: str | None,
     mode: str = "max",
     seed: int = 0,
+    loss_check_every_n_steps: int = 1,
 ) -> tuple[pl.Trainer, Path]:
     """Trainer from ``trainer_cfg`` with checkpoints in ``output_dir/checkpoints`` (written
     atomically), CSV and TensorBoard logs in ``output_dir``, per-epoch re-seeding from
-    ``seed``, a stop at the first non-finite loss, and the rich progress bar when enabled.
+    ``seed``, a stop at the first non-finite loss (read every ``loss_check_every_n_steps``
+    steps), and the rich progress bar when enabled.
     Returns the trainer and the path of ``last.ckpt``.
 
     ``last.ckpt`` is rewritten after every epoch by a checkpoint callback of its own
@@ -68,7 +70,7 @@ def build_trainer(
     callbacks: list[pl.Callback] = [
         *checkpoints,
         SeedEachEpoch(seed),
-        StopOnNonFiniteLoss(last_path),
+        StopOnNonFiniteLoss(last_path, loss_check_every_n_steps),
     ]
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
@@ -165,7 +167,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print(describe_run(cfg, module, datamodule))
     monitor = cfg.checkpoint.monitor if datamodule.val_query else None
     trainer, last_checkpoint = build_trainer(
-        cfg.trainer, output_dir, monitor, cfg.checkpoint.mode, cfg.seed
+        cfg.trainer,
+        output_dir,
+        monitor,
+        cfg.checkpoint.mode,
+        cfg.seed,
+        cfg.get("loss_check_every_n_steps", 1),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     objective = best_validation_value(trainer, cfg.objective) if cfg.get("objective") else None

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
+from reid_attn.data.batch_augment import BatchAugment
 from reid_attn.data.datasets import MSMT17, DukeMTMC, Item, Market1501
-from reid_attn.data.image_dataset import ReIDImageDataset, RetrievalDataset, read_image
+from reid_attn.data.image_dataset import (
+    ReIDImageDataset,
+    RetrievalDataset,
+    proportional_order,
+    read_image,
+)
+from reid_attn.data.memory_cache import (
+    available_bytes,
+    cache_bytes,
+    check_cache_fits,
+    decode_images,
+    format_bytes,
+)
+from reid_attn.data.memory_pipeline import (
+    PIPELINES,
+    EvalBatches,
+    PKBatchOrder,
+    TrainBatches,
+    auto_pipeline,
+    whole_batch,
+)
 from reid_attn.data.sampler import PKSampler
 from reid_attn.data.synthetic import SyntheticSpec, generate_synthetic_market
 from reid_attn.data.transforms import build_test_transform, build_train_transform
@@ -59,7 +82,12 @@ class ReIDDataModule(pl.LightningDataModule):
     """Builds the dataset named ``name`` and serves train / val / test loaders.
 
     val and test loaders yield query images first, then gallery images, each batch
-    ``(images, pids, camids, is_query)``.
+    ``(images, pids, camids, is_query)``. ``pipeline`` (see
+    :mod:`reid_attn.data.memory_pipeline`): with ``loader`` the loaders decode and transform
+    images in ``num_workers`` processes; with ``memory`` each split is decoded once into a uint8
+    cache on :meth:`device` and the loaders gather and augment whole batches there (their
+    tensors are already on that device). ``auto`` chooses when the first loader is built;
+    ``memory_fraction`` is the share of the device's free memory the caches may take.
     """
 
     def __init__(
@@ -79,10 +107,14 @@ class ReIDDataModule(pl.LightningDataModule):
         seed: int = 0,
         verify_images: bool = False,
         synthetic: dict | None = None,
+        pipeline: str = "auto",
+        memory_fraction: float = 0.5,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
             raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        if pipeline not in PIPELINES:
+            raise ValueError(f"unknown pipeline {pipeline!r}; valid names: {', '.join(PIPELINES)}")
         self.name = name
         self.root = root
         self.height, self.width = height, width
@@ -92,6 +124,12 @@ class ReIDDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.train_transform = build_train_transform(height, width, flip_prob, pad, erasing_prob)
         self.test_transform = build_test_transform(height, width)
+        self.batch_augment = BatchAugment(flip_prob, pad, erasing_prob)
+        self.pipeline = pipeline
+        self.memory_fraction = memory_fraction
+        self.active_pipeline: str | None = None  # what ``pipeline`` resolved to
+        self.caches: dict[str, Tensor] = {}  # split -> uint8 (N, 3, H, W) on the device
+        self.cache_device: torch.device | None = None  # without a trainer (default: CPU)
         self.seed = seed
         self.verify_images = verify_images
         self.synthetic = SyntheticSpec(**(synthetic or {}))
@@ -139,7 +177,6 @@ class ReIDDataModule(pl.LightningDataModule):
         if self.trainer is not None:
             epoch = self.trainer.fit_loop.epoch_progress.current.processed
             rank = self.trainer.global_rank
-        dataset = ReIDImageDataset(self.train_items, self.train_transform)
         sampler = PKSampler(
             [pid for _, pid, _ in self.train_items],
             self.num_identities,
@@ -147,6 +184,14 @@ class ReIDDataModule(pl.LightningDataModule):
             seed=self.seed,
         )
         sampler.set_epoch(epoch)
+        if self.resolve_pipeline() == "memory":
+            # batch_size=None: each key PKBatchOrder yields is one whole batch
+            return DataLoader(
+                TrainBatches(self.device_cache("train"), self.train_items, self.batch_augment),
+                batch_size=None,
+                sampler=PKBatchOrder(sampler, self.seed),
+            )
+        dataset = ReIDImageDataset(self.train_items, self.train_transform)
         return DataLoader(
             dataset,
             batch_size=sampler.batch_size,
@@ -156,14 +201,89 @@ class ReIDDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch, rank)),
         )
 
-    def _retrieval_loader(self, query: list[Item], gallery: list[Item]) -> DataLoader:
-        dataset = RetrievalDataset(query, gallery, self.test_transform)
+    def _retrieval_loader(self, split: str) -> DataLoader:
+        items, query_flags = self.split_items(split)
+        if self.resolve_pipeline() == "memory":
+            dataset = EvalBatches(self.device_cache(split), items, query_flags)
+            return DataLoader(dataset, batch_size=self.eval_batch_size, collate_fn=whole_batch)
+        dataset = RetrievalDataset(items, query_flags, self.test_transform)
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_query:
             return []
-        return self._retrieval_loader(self.val_query, self.val_gallery)
+        return self._retrieval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._retrieval_loader(self.dataset.query, self.dataset.gallery)
+        return self._retrieval_loader("test")
+
+    # ------------------------------------------------------------------ memory pipeline
+
+    def split_items(self, split: str) -> tuple[list[Item], list[int]]:
+        """``(items, is_query flag of each)`` of ``train``, ``val`` or ``test``; the queries and
+        gallery images of val and test in :func:`proportional_order` (so a limited evaluation,
+        ``trainer.limit_test_batches``, is a smaller retrieval problem)."""
+        if split == "train":
+            return self.train_items, [0] * len(self.train_items)
+        query, gallery = (
+            (self.val_query, self.val_gallery)
+            if split == "val"
+            else (self.dataset.query, self.dataset.gallery)
+        )
+        both = [*query, *gallery]
+        order = proportional_order(len(query), len(gallery))
+        return [both[k] for k in order], [int(k < len(query)) for k in order]
+
+    def device(self) -> torch.device:
+        """Where the memory pipeline keeps its images: the trainer's device, else
+        ``cache_device``, else the CPU."""
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return self.cache_device or torch.device("cpu")
+
+    def resolve_pipeline(self) -> str:
+        """``loader`` or ``memory``: ``pipeline`` resolved (once) for :meth:`device`. The caches
+        of the training, validation and test images must fit within ``memory_fraction`` of the
+        device's free memory; when they do not, ``memory`` raises
+        :class:`reid_attn.data.memory_cache.MemoryCacheError` and ``auto`` chooses
+        ``loader``."""
+        if self.active_pipeline is not None:
+            return self.active_pipeline
+        if self.pipeline == "loader":
+            self.active_pipeline = "loader"
+            return "loader"
+        self.setup()
+        device = self.device()
+        count = sum(len(self.split_items(split)[0]) for split in ("train", "val", "test"))
+        needed = cache_bytes(count, self.height, self.width)
+        available = available_bytes(device)
+        if self.pipeline == "memory":
+            check_cache_fits(needed, available, self.memory_fraction, device)
+            self.active_pipeline = "memory"
+        else:
+            fits = needed <= self.memory_fraction * available
+            self.active_pipeline = auto_pipeline(device, fits)
+            if not fits:
+                print(
+                    f"note: data.pipeline=auto: the decoded images ({format_bytes(needed)}) "
+                    f"would take more than data.memory_fraction={self.memory_fraction} of "
+                    f"{device}'s free memory; images are read by the loader"
+                )
+        return self.active_pipeline
+
+    def device_cache(self, split: str) -> Tensor:
+        """The split's images, uint8 ``(N, 3, height, width)`` on :meth:`device`, decoded on
+        first use (PIL decoding + ``T.Resize``, as the loader pipeline)."""
+        device = self.device()
+        cache = self.caches.get(split)
+        if cache is None or cache.device != device:
+            start = time.perf_counter()
+            items, _ = self.split_items(split)
+            cache = decode_images(items, self.height, self.width, device, self.num_workers)
+            self.caches[split] = cache
+            print(
+                f"data.pipeline=memory: {len(items)} {split} images decoded into "
+                f"{format_bytes(cache.numel())} on {device} in "
+                f"{time.perf_counter() - start:.1f} s"
+            )
+        return cache

@@ -57,19 +57,18 @@ def proportional_order(num_query: int, num_gallery: int) -> list[int]:
 
 class RetrievalDataset(ReIDImageDataset):
     """Query and gallery images of an evaluation, ``dataset[k] -> (image, pid, camid,
-    is_query)`` in :func:`proportional_order`. The metric keeps each list's own order (it
-    sorts by ``k``), so a full evaluation equals one over ``query + gallery``."""
+    is_query)``, ``items`` in the order given (the datamodule's :func:`proportional_order`)
+    with ``query_flags`` (1 for a query). The metric keeps each kind's own order, so a full
+    evaluation equals one over ``query + gallery``."""
 
     def __init__(
         self,
-        query: Sequence[Item],
-        gallery: Sequence[Item],
+        items: Sequence[Item],
+        query_flags: Sequence[int],
         transform: Callable[[Image.Image], Tensor],
     ) -> None:
-        items = [*query, *gallery]
-        order = proportional_order(len(query), len(gallery))
-        super().__init__([items[k] for k in order], transform)
-        self.query_flags = [int(k < len(query)) for k in order]
+        super().__init__(items, transform)
+        self.query_flags = list(query_flags)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, int, int]:
         image, pid, camid, _ = super().__getitem__(index)

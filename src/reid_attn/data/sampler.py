@@ -113,14 +113,15 @@ class PKSampler(Sampler[int]):
         self._cache = (self.epoch, batches)
         return batches
 
-    def _rank_batches(self) -> list[np.ndarray]:
+    def rank_batches(self) -> list[np.ndarray]:
+        """This rank's batches of the current epoch (P*K indices each), in order."""
         batches = self.global_batches()
         per_rank = len(batches) // self.world_size
         return batches[self.rank : per_rank * self.world_size : self.world_size]
 
     def __iter__(self) -> Iterator[int]:
-        for batch in self._rank_batches():
+        for batch in self.rank_batches():
             yield from (int(i) for i in batch)
 
     def __len__(self) -> int:
-        return len(self._rank_batches()) * self.batch_size
+        return len(self.rank_batches()) * self.batch_size
