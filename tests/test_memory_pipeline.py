@@ -291,8 +291,9 @@ def test_training_with_a_cache_too_large_stops_with_one_line(train_cfg_factory) 
     needed = images * 3 * cfg.data.height * cfg.data.width / 2**20
     message = info.value.code
     assert message.startswith(f"error: data.pipeline=memory needs {needed:.1f} MiB on cpu")
-    assert message.endswith("pass data.pipeline=loader to read the images from disk each epoch "
-                            "instead")
+    assert message.endswith(
+        "pass data.pipeline=loader to read the images from disk each epoch instead"
+    )
     assert not (Path(cfg.output_dir) / "checkpoints").exists()
 
 

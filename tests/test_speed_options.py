@@ -107,8 +107,15 @@ def test_compiled_step_tracks_the_eager_step(compose_cfg) -> None:
     losses = {}
     for mode in (None, "default"):
         spec = pace.RunSpec(
-            attention="cbam", device="cpu", size=(64, 32), identities=4, instances=2,
-            precision="fp32", compile_mode=mode, channels_last=False, num_classes=16,
+            attention="cbam",
+            device="cpu",
+            size=(64, 32),
+            identities=4,
+            instances=2,
+            precision="fp32",
+            compile_mode=mode,
+            channels_last=False,
+            num_classes=16,
             cache_images=64,
         )
         runner = pace.PaceRunner(spec)
@@ -217,8 +224,7 @@ def test_bench_train_variants_combine() -> None:
 def test_profile_attention_accounts_for_the_extra_time() -> None:
     # The per-operator self times of one profiled step add up to (most of) the step's time.
     profiler = load_experiment("profile_attention")
-    spec = {"size": [32, 16], "variant": "fp32", "device": "cpu", "batch": 4,
-            "attention": "cbam"}
+    spec = {"size": [32, 16], "variant": "fp32", "device": "cpu", "batch": 4, "attention": "cbam"}
     seconds, per_op = profiler.profile_steps(spec, warmup=1, steps=1)
     assert per_op["aten::adaptive_max_pool2d"] > 0  # CBAM's spatial max pooling ran
     assert 0.3 * seconds * 1000 < sum(per_op.values()) < 1.5 * seconds * 1000
