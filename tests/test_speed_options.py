@@ -31,8 +31,9 @@ def _module(compose_cfg, *overrides: str) -> ReIDModule:
 
 
 def test_channels_last_gives_the_same_embeddings_and_gradients(compose_cfg) -> None:
-    plain = _module(compose_cfg)
-    nhwc = _module(compose_cfg, "model.channels_last=true")
+    # CE only: batch-hard mining may pick another negative at a rounding tie between formats
+    plain = _module(compose_cfg, "loss=ce")
+    nhwc = _module(compose_cfg, "loss=ce", "model.channels_last=true")
     nhwc.load_state_dict(plain.state_dict())
     conv = nhwc.net.backbone.layer1[0].conv2.weight
     assert conv.is_contiguous(memory_format=torch.channels_last)

@@ -128,12 +128,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     With ``cfg.resume`` continue the run in ``cfg.output_dir`` from its ``last.ckpt``
     (see :func:`reid_attn.run_files.prepare_output_dir`)."""
     validate_train_config(cfg)
-    cfg.trainer.precision = resolve_precision(
-        str(cfg.trainer.precision), cfg.trainer.get("accelerator")
-    )
     output_dir = Path(cfg.output_dir)
     # DDP processes after the first are started by it, into the folder it has prepared
     resume_from = prepare_output_dir(cfg, main_process=rank_zero_only.rank == 0)
+    # after prepare_output_dir: config.yaml (and a resume's comparison) keeps "auto"
+    cfg.trainer.precision = resolve_precision(
+        str(cfg.trainer.precision), cfg.trainer.get("accelerator")
+    )
     pl.seed_everything(cfg.seed, workers=True)
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)

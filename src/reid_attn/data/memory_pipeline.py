@@ -23,8 +23,10 @@ from reid_attn.data.datasets import Item
 from reid_attn.data.sampler import PKSampler
 
 PIPELINES = ("auto", "loader", "memory")
-#: ``data.pipeline=auto`` on the CPU (measured: experiments/results/bench_pipeline.md).
-CPU_AUTO_PIPELINE = "memory"
+#: ``data.pipeline=auto`` on the CPU: the loader, with which the default run was measured
+#: (experiments/results/default_run.md) and which supports ``trainer.overfit_batches``; the
+#: memory pipeline is one key away (experiments/results/bench_pipeline.md).
+CPU_AUTO_PIPELINE = "loader"
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
