@@ -140,6 +140,7 @@ def _run_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedP
         "WORK": str(tmp_path / "work"),
         "REID_ATTN_CACHE": str(tmp_path / "cache"),
         "ABLATION_GPU_OVERRIDES": f"{tiny} model.channels_last=false",
+        "DATA_LIMIT": "800",  # a shared 2-core CPU is slow
         **env,
     }
     return subprocess.run(
@@ -148,7 +149,7 @@ def _run_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedP
         capture_output=True,
         text=True,
         env=environment,
-        timeout=900,
+        timeout=1800,
         check=False,
     )
 
