@@ -15,6 +15,8 @@ fences. Each command is matched by a rule (:func:`plan_command`) that says how i
   experiments/ so that committed results stay untouched.
 * ``make train ARGS=...``: the Python command ``make -n`` prints, run as above; other make
   targets (they run the test suite themselves) are checked to exist with ``make -n``.
+* a command that uses a folder an earlier command of its page made (``outputs/search_demo/``
+  of docs/search.md) finds it laid out by a session fixture (:data:`STATES`).
 
 Every command runs in a fresh subprocess whose current directory is the test's tmp_path (so
 ``outputs/`` lands there), with ``REID_ATTN_CACHE`` and ``TORCH_HOME`` under a session tmp
@@ -27,7 +29,6 @@ The command cases are slow (``make test-slow``); the parsing, link and length ch
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -96,6 +97,10 @@ PLACEHOLDERS = {
     "/path/to/resnet50-0676ba61.pth": "fake_imagenet_weights",
 }
 UNKNOWN_PLACEHOLDER = re.compile(r"<[A-Za-z_0-9]+>|/path/to/\S*|\.\.\.")
+#: Folders that a page's earlier commands make and its later commands use: prefix -> fixture
+#: that lays them out in the test's directory before such a command (the command that makes
+#: them, a ``reid_attn.train``, runs as usual).
+STATES = {"outputs/search_demo/": "search_demo"}
 
 
 # ---------------------------------------------------------------- reading the docs
@@ -165,6 +170,7 @@ class Plan:
     module: str | None = None  # the -m module, for "tool"
     script: str | None = None  # the experiments/ script, for "experiment"
     placeholders: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
 
 
 def makefile_targets() -> set[str]:
@@ -208,16 +214,26 @@ def plan_command(command: DocCommand) -> Plan:
     if rest[:1] == ["-m"] and len(rest) > 1:
         if rest[1] not in TOOLS:
             raise NoRuleError(f"module {rest[1]} has no rule (TOOLS)")
-        return Plan("tool", words, env, module=rest[1], placeholders=found)
+        joined = " ".join(words)
+        states = [] if rest[1] == "reid_attn.train" else [p for p in STATES if p in joined]
+        return Plan("tool", words, env, module=rest[1], placeholders=found, states=states)
     if rest and rest[0].startswith("experiments/") and Path(rest[0]).name in EXPERIMENTS:
         return Plan("experiment", words, env, script=Path(rest[0]).name, placeholders=found)
     raise NoRuleError(f"no rule for {shlex.join(rest[:2])}")
 
 
+OVERRIDE = re.compile(r"[\w./+~@-]+=")
+
+
 def set_override(args: list[str], key: str, value: str) -> list[str]:
-    """``args`` with ``key=value`` replacing any ``key=...`` (or appended)."""
-    kept = [a for a in args if not a.startswith(f"{key}=")]
-    return [*kept, f"{key}={value}"]
+    """``args`` with ``key=value`` replacing any ``key=...`` in place, else inserted after the
+    last override (Hydra's parser takes the overrides as one run of words: ``--cfg hydra -p
+    hydra.launcher`` may follow them, another override may not)."""
+    new = f"{key}={value}"
+    if any(a.startswith(f"{key}=") for a in args):
+        return [new if a.startswith(f"{key}=") else a for a in args]
+    last = max((i for i, a in enumerate(args) if OVERRIDE.match(a)), default=len(args) - 1)
+    return [*args[: last + 1], new, *args[last + 1 :]]
 
 
 def small_train_args(args: list[str]) -> list[str]:
@@ -230,8 +246,23 @@ def small_train_args(args: list[str]) -> list[str]:
     if search:
         args = set_override(args, "hydra.sweeper.n_trials", "2")
     if not any(a.startswith("debug=") for a in args):
-        args = [*args, "debug=fast"]
+        args = set_override(args, "debug", "fast")
     return args
+
+
+def test_small_train_args_keep_the_overrides_together() -> None:
+    render = ["--multirun", "experiment=ablation", "x.y=gpu", "--cfg", "hydra", "-p", "hydra.l"]
+    assert small_train_args(render) == [
+        "--multirun", "experiment=ablation", "x.y=gpu", "ablation=baseline,cbam", "seed=0",
+        "debug=fast", "--cfg", "hydra", "-p", "hydra.l",
+    ]  # fmt: skip
+    assert small_train_args(["--multirun", "experiment=ablation", "seed=0,1,2"]) == [
+        "--multirun", "experiment=ablation", "seed=0", "ablation=baseline,cbam", "debug=fast",
+    ]  # fmt: skip
+    assert small_train_args([]) == ["debug=fast"]
+    assert small_train_args(["--config-dir", "d", "tuned=best"]) == [
+        "--config-dir", "d", "tuned=best", "debug=fast",
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------- fast checks
@@ -466,6 +497,34 @@ def doc_search(tmp_path_factory, doc_env) -> Path:
     return root / "search"
 
 
+@pytest.fixture(scope="session")
+def search_demo_session(tmp_path_factory, doc_env) -> Path:
+    """docs/search.md's set-up, once: its tiny model (the page's train command) and the
+    gallery and query folders its ```text step copies from the synthetic test split."""
+    root = tmp_path_factory.mktemp("search_demo")
+    demo = "outputs/search_demo"
+    _train(["debug=fast", f"output_dir={demo}/model", f"data.root={demo}/data"], root, doc_env)
+    (data,) = (root / demo / "data").glob("synthetic-*")
+    for folder, pattern in (("gallery", "bounding_box_test/0*.jpg"), ("query", "query/*.jpg")):
+        (root / demo / folder).mkdir()
+        for image in data.glob(pattern):
+            shutil.copy(image, root / demo / folder / image.name)
+    return root / demo
+
+
+@pytest.fixture
+def search_demo(search_demo_session, tmp_path) -> Path:
+    """``outputs/search_demo/`` in the test's directory: model and data linked, the gallery
+    and query folders copied (a search may add to them and writes its index beside them)."""
+    demo = tmp_path / "outputs" / "search_demo"
+    demo.mkdir(parents=True)
+    for name in ("model", "data"):
+        (demo / name).symlink_to(search_demo_session / name)
+    for name in ("gallery", "query"):
+        shutil.copytree(search_demo_session / name, demo / name)
+    return demo
+
+
 @pytest.fixture
 def resume_dir_override(tmp_path) -> str:
     """``hydra.run.dir=outputs/train/<run>`` of a resume: a folder the test trains first."""
@@ -507,10 +566,6 @@ def _run_train(args: list[str], cwd: Path, env: dict[str, str]) -> None:
 
 
 def _run_tool(plan: Plan, words: list[str], cwd: Path, env: dict[str, str]) -> None:
-    if plan.module == "reid_attn.search":
-        module = importlib.import_module("reid_attn.search")
-        if not hasattr(module, "main"):
-            pytest.skip("reid_attn.search has no command line yet (docs/search.md's branch)")
     if plan.module == "reid_attn.train":
         _run_train(words[3:], cwd, env)
         return
@@ -570,6 +625,8 @@ def replace_placeholders(words: list[str], values: dict[str, str]) -> list[str]:
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.id for c in COMMANDS])
 def test_doc_command_runs(command: DocCommand, doc_env, tmp_path, request) -> None:
     plan = plan_command(command)
+    for prefix in plan.states:
+        request.getfixturevalue(STATES[prefix])
     values = {key: str(request.getfixturevalue(PLACEHOLDERS[key])) for key in plan.placeholders}
     words = replace_placeholders(plan.words, values)
     env = {**doc_env, **plan.env}
