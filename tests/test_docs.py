@@ -383,10 +383,12 @@ def fake_msmt17(tmp_path_factory) -> Path:
         lists[split].append(f"{rel} {label}")
 
     frame = 0
-    for label in range(10):
+    for label in range(10):  # 2 images per camera: held-out validation ids need a gallery
         for cam in (1, 2, 3):
-            frame += 1
-            add("val" if label == 9 and cam == 3 else "train", "train", label, cam, frame, label)
+            for _ in range(2):
+                frame += 1
+                split = "val" if label == 9 and cam == 3 else "train"
+                add(split, "train", label, cam, frame, label)
     for pid in range(20, 25):
         frame += 1
         add("query", "test", pid, 1, frame, pid)
@@ -455,12 +457,21 @@ def _train(args: list[str], cwd: Path, env: dict[str, str]) -> None:
     run_checked([sys.executable, "-m", "reid_attn.train", *args], cwd, env)
 
 
+def drop_checkpoints(folder: Path, keep: str | None = None) -> Path:
+    """``folder`` without the checkpoint files its users do not read (each is ~300 MB: the
+    weights and Adam's state)."""
+    for path in folder.rglob("*.ckpt"):
+        if path.name != keep:
+            path.unlink()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def doc_run(tmp_path_factory, doc_env) -> Path:
     """``outputs/train/<run>``: a tiny CBAM + joint circle run."""
     root = tmp_path_factory.mktemp("doc_run")
     _train(["debug=fast", f"hydra.run.dir={root / 'run'}"], root, doc_env)
-    return root / "run"
+    return drop_checkpoints(root / "run", keep="last.ckpt")
 
 
 @pytest.fixture(scope="session")
@@ -469,7 +480,7 @@ def doc_run2(tmp_path_factory, doc_env) -> Path:
     root = tmp_path_factory.mktemp("doc_run2")
     args = ["attention=none", "loss=ce", "debug=fast", f"hydra.run.dir={root / 'run'}"]
     _train(args, root, doc_env)
-    return root / "run"
+    return drop_checkpoints(root / "run")
 
 
 @pytest.fixture(scope="session")
@@ -478,7 +489,7 @@ def doc_sweep(tmp_path_factory, doc_env) -> Path:
     root = tmp_path_factory.mktemp("doc_sweep")
     args = ["--multirun", "experiment=ablation_synthetic", "ablation=baseline,cbam", "seed=0"]
     _train([*args, "debug=fast", f"hydra.sweep.dir={root / 'sweep'}"], root, doc_env)
-    return root / "sweep"
+    return drop_checkpoints(root / "sweep")
 
 
 @pytest.fixture
@@ -494,7 +505,7 @@ def doc_search(tmp_path_factory, doc_env) -> Path:
     args = ["hparams_search=circle_optuna", "hydra.sweeper.n_trials=2", "debug=fast"]
     _train([*args, f"hydra.sweep.dir={root / 'search'}"], root, doc_env)
     assert (root / "search" / "tuned" / "best.yaml").is_file()
-    return root / "search"
+    return drop_checkpoints(root / "search")
 
 
 @pytest.fixture(scope="session")
@@ -509,7 +520,7 @@ def search_demo_session(tmp_path_factory, doc_env) -> Path:
         (root / demo / folder).mkdir()
         for image in data.glob(pattern):
             shutil.copy(image, root / demo / folder / image.name)
-    return root / demo
+    return drop_checkpoints(root / demo, keep="last.ckpt")
 
 
 @pytest.fixture
@@ -636,3 +647,10 @@ def test_doc_command_runs(command: DocCommand, doc_env, tmp_path, request) -> No
         _run_experiment(plan, words, tmp_path, env)
     else:
         _run_tool(plan, words, tmp_path, env)
+    # Passed: free the disk (a training run writes ~600 MB of checkpoints); a failed case
+    # keeps its folder for a look.
+    for child in tmp_path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink()
