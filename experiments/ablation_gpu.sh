@@ -42,13 +42,7 @@ case "$STAGE" in
 esac
 mkdir -p "$OUT"
 exec > >(tee "$OUT/summary.txt") 2>&1
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export REID_ATTN_CACHE=${REID_ATTN_CACHE:-/tmp/reid_attn_cache}
+source "$(dirname "$0")/gpu_env.sh"
 WORK=${WORK:-$(mktemp -d /tmp/ablation_gpu_work.XXXX)}  # runs, logs, checkpoints
 mkdir -p "$WORK"
 # data workers per process: the machine's cores shared by the processes running together

@@ -13,13 +13,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 EPOCHS=${1:-15}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export REID_ATTN_CACHE=${REID_ATTN_CACHE:-/tmp/reid_attn_cache}
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, \
 'lightning', pl.__version__, torch.cuda.get_device_name())" || exit 1

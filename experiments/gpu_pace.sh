@@ -22,13 +22,7 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_pace.log") 2>&1
 START=$SECONDS
 left() { echo $((BUDGET - (SECONDS - START))); }
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export REID_ATTN_CACHE=${REID_ATTN_CACHE:-/tmp/reid_attn_cache}
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, pytorch_lightning as pl, hydra; print('torch', torch.__version__, \
 'lightning', pl.__version__, 'hydra', hydra.__version__, torch.cuda.get_device_name())" || exit 1
