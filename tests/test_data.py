@@ -373,7 +373,7 @@ def test_reid_image_dataset_items(tmp_path: Path) -> None:
         (str(_jpeg(tmp_path / f"{i}.jpg", (10 * i, 20, 30), size=(20, 40))), pid, camid)
         for i, (pid, camid) in enumerate([(5, 0), (6, 1), (5, 2), (0, 3), (7, 5)])
     ]
-    dataset = ReIDImageDataset(items, build_test_transform(64, 32), num_query=2)
+    dataset = ReIDImageDataset(items, build_test_transform(64, 32), query_flags=[1, 1, 0, 0, 0])
     assert len(dataset) == 5
     flags = []
     for i in range(len(dataset)):

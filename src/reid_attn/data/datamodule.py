@@ -15,7 +15,6 @@ from reid_attn.data.batch_augment import BatchAugment
 from reid_attn.data.datasets import MSMT17, DukeMTMC, Item, Market1501
 from reid_attn.data.image_dataset import (
     ReIDImageDataset,
-    RetrievalDataset,
     proportional_order,
     read_image,
 )
@@ -206,7 +205,7 @@ class ReIDDataModule(pl.LightningDataModule):
         if self.resolve_pipeline() == "memory":
             dataset = EvalBatches(self.device_cache(split), items, query_flags)
             return DataLoader(dataset, batch_size=self.eval_batch_size, collate_fn=whole_batch)
-        dataset = RetrievalDataset(items, query_flags, self.test_transform)
+        dataset = ReIDImageDataset(items, self.test_transform, query_flags)
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -26,22 +26,26 @@ class ReIDImageDataset(Dataset):
     Args:
         items: ``(img_path, pid, camid)`` tuples.
         transform: PIL image -> tensor.
-        num_query: the first ``num_query`` items are queries (flag 1), the rest gallery/train.
+        query_flags: 1 for each item that is a query (an evaluation's items, e.g. in
+            :func:`proportional_order`); ``None``: no queries (training items).
     """
 
     def __init__(
-        self, items: Sequence[Item], transform: Callable[[Image.Image], Tensor], num_query: int = 0
+        self,
+        items: Sequence[Item],
+        transform: Callable[[Image.Image], Tensor],
+        query_flags: Sequence[int] | None = None,
     ) -> None:
         self.items = list(items)
         self.transform = transform
-        self.num_query = num_query
+        self.query_flags = [0] * len(self.items) if query_flags is None else list(query_flags)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, int, int]:
         path, pid, camid = self.items[index]
-        return self.transform(read_image(path)), pid, camid, int(index < self.num_query)
+        return self.transform(read_image(path)), pid, camid, self.query_flags[index]
 
 
 def proportional_order(num_query: int, num_gallery: int) -> list[int]:
@@ -53,23 +57,3 @@ def proportional_order(num_query: int, num_gallery: int) -> list[int]:
     keys = [((i + 0.5) / num_query, 0, i) for i in range(num_query)]
     keys += [((j + 0.5) / num_gallery, 1, num_query + j) for j in range(num_gallery)]
     return [position for _, _, position in sorted(keys)]
-
-
-class RetrievalDataset(ReIDImageDataset):
-    """Query and gallery images of an evaluation, ``dataset[k] -> (image, pid, camid,
-    is_query)``, ``items`` in the order given (the datamodule's :func:`proportional_order`)
-    with ``query_flags`` (1 for a query). The metric keeps each kind's own order, so a full
-    evaluation equals one over ``query + gallery``."""
-
-    def __init__(
-        self,
-        items: Sequence[Item],
-        query_flags: Sequence[int],
-        transform: Callable[[Image.Image], Tensor],
-    ) -> None:
-        super().__init__(items, transform)
-        self.query_flags = list(query_flags)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int, int]:
-        image, pid, camid, _ = super().__getitem__(index)
-        return image, pid, camid, self.query_flags[index]
