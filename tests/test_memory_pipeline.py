@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
+from reid_attn.config import ConfigError
 from reid_attn.data import PKSampler, ReIDDataModule
 from reid_attn.data.batch_augment import (
     ERASING_RATIO,
@@ -221,11 +222,12 @@ def test_memory_training_batches_are_the_pk_batches_of_the_cached_images(tmp_pat
             assert (int(pids[k]), int(camids[k])) == (pid, camid)
 
 
-def _trainer(epoch: int, rank: int = 0) -> SimpleNamespace:
+def _trainer(epoch: int, rank: int = 0, overfit_batches: float = 0.0) -> SimpleNamespace:
     """What ``train_dataloader`` reads from a Lightning trainer."""
     progress = SimpleNamespace(current=SimpleNamespace(processed=epoch))
     return SimpleNamespace(
         global_rank=rank,
+        overfit_batches=overfit_batches,
         fit_loop=SimpleNamespace(epoch_progress=progress),
         strategy=SimpleNamespace(root_device=torch.device("cpu")),
     )
@@ -306,3 +308,20 @@ def test_auto_pipeline_choice(tmp_path, capsys) -> None:
     assert "data.pipeline=auto: the decoded images" in capsys.readouterr().out
     images, *_ = next(iter(tight.train_dataloader()))
     assert images.shape == (4, 3, 64, 32)
+
+
+def test_auto_pipeline_reads_from_disk_when_overfitting(tmp_path, monkeypatch) -> None:
+    """Lightning's overfit mode swaps the training sampler for a sequential one over images,
+    which only the loader pipeline takes: ``auto`` picks it even where it would cache."""
+    monkeypatch.setattr("reid_attn.data.datamodule.auto_pipeline", lambda device, fits: "memory")
+    assert _datamodule(tmp_path, pipeline="auto").resolve_pipeline() == "memory"
+    overfitting = _datamodule(tmp_path, pipeline="auto")
+    overfitting.trainer = _trainer(0, overfit_batches=1)
+    assert overfitting.resolve_pipeline() == "loader"
+
+
+def test_overfit_batches_with_the_memory_pipeline_is_a_clear_error(train_cfg_factory) -> None:
+    cfg = train_cfg_factory("trainer.overfit_batches=1", "data.pipeline=memory")
+    with pytest.raises(ConfigError, match=r"trainer\.overfit_batches needs data\.pipeline=loader"):
+        train(cfg)
+    assert not (Path(cfg.output_dir) / "checkpoints").exists()

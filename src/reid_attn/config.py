@@ -105,6 +105,12 @@ def validate_train_config(cfg: DictConfig) -> None:
             "trainer.sync_batchnorm=true needs a GPU (torch's SyncBatchNorm works on GPU modules "
             "only); on the CPU pass trainer.sync_batchnorm=false (trainer=ddp_cpu sets it)"
         )
+    if cfg.trainer.get("overfit_batches", 0) > 0 and cfg.data.get("pipeline") == "memory":
+        raise ConfigError(
+            "trainer.overfit_batches needs data.pipeline=loader or auto: Lightning replaces the "
+            "training sampler by a sequential one over images, and the memory pipeline's "
+            "sampler yields whole batches"
+        )
     validate_objective(cfg)
     sched = cfg.scheduler
     _at_least(sched.warmup_epochs, 0, "scheduler.warmup_epochs")

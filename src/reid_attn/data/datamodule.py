@@ -245,10 +245,12 @@ class ReIDDataModule(pl.LightningDataModule):
         of the training, validation and test images must fit within ``memory_fraction`` of the
         device's free memory; when they do not, ``memory`` raises
         :class:`reid_attn.data.memory_cache.MemoryCacheError` and ``auto`` chooses
-        ``loader``."""
+        ``loader``. ``auto`` also chooses ``loader`` under ``trainer.overfit_batches``, for
+        which Lightning replaces the training sampler by a sequential one over images."""
         if self.active_pipeline is not None:
             return self.active_pipeline
-        if self.pipeline == "loader":
+        overfitting = self.trainer is not None and self.trainer.overfit_batches > 0
+        if self.pipeline == "loader" or (self.pipeline == "auto" and overfitting):
             self.active_pipeline = "loader"
             return "loader"
         self.setup()
