@@ -12,7 +12,7 @@ from reid_attn.console import quiet_third_party
 #: Every line a default-style run may print (progress bar off): the split table, the model
 #: line, the result line, the run directory.
 OUR_LINES = (
-    r"=> market1501 loaded from .*",
+    r"=> synthetic loaded from .*",
     r"  subset +\| # ids \| # images \| # cameras",
     r"  -+\+-+\+-+\+-+",
     r"  (train|query|gallery) +\| +\d+ \| +\d+ \| +\d+",

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from reid_attn.data.batch_augment import BatchAugment
-from reid_attn.data.datasets import MSMT17, DukeMTMC, Item, Market1501
+from reid_attn.data.datasets import MSMT17, DukeMTMC, Item, Market1501, SyntheticMarket
 from reid_attn.data.image_dataset import (
     ReIDImageDataset,
     proportional_order,
@@ -38,7 +38,7 @@ from reid_attn.data.synthetic import SyntheticSpec, generate_synthetic_market
 from reid_attn.data.transforms import build_test_transform, build_train_transform
 
 DATASETS = {
-    "synthetic": Market1501,
+    "synthetic": SyntheticMarket,
     "market1501": Market1501,
     "dukemtmc": DukeMTMC,
     "msmt17": MSMT17,

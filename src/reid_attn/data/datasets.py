@@ -161,6 +161,13 @@ class Market1501:
         return "\n".join(lines)
 
 
+class SyntheticMarket(Market1501):
+    """The built-in synthetic data (:mod:`reid_attn.data.synthetic`), written in Market-1501's
+    layout and parsed as Market-1501; named for what it is in the split table and errors."""
+
+    name = "synthetic"
+
+
 class DukeMTMC(Market1501):
     """DukeMTMC-reID (Ristani et al. 2016; Zheng et al. 2017): Market-1501's layout, 8 cameras,
     names like ``0001_c2_f0046182.jpg``."""
