@@ -401,11 +401,6 @@ def test_cli_merges_folders_into_out_with_a_name(tmp_path, capsys) -> None:
 # ---------------------------------------------------------------------- real sweeps, presets
 
 
-@pytest.mark.xfail(
-    reason="regression found at the merge of the fast-step work (issue 16): the second job of a "
-    "multirun in one process no longer repeats the same job run alone; open, see the issue notes",
-    strict=False,
-)
 def test_multirun_jobs_are_independent_and_reported(tmp_path) -> None:
     """Two ablation jobs in one process give the same metrics as the second job run alone."""
     sweep = tmp_path / "sweep"
@@ -423,6 +418,7 @@ def test_multirun_jobs_are_independent_and_reported(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     alone = run_train_cli(
         [
+            "experiment=ablation",  # its settings (the paper's lr) without the sweep
             "debug=fast",
             "trainer.precision=32-true",
             "ablation=tri_cir",
