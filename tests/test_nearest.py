@@ -11,6 +11,7 @@ from reid_attn.nearest import (
     approximate_topk,
     build_approximate,
     exact_topk,
+    inner_factory_string,
     ivf_lists,
     same_camera,
     sampled_recall,
@@ -91,6 +92,8 @@ def test_ivf_lists_scale_with_the_gallery() -> None:
         ("ivf", settings(encoding="Flat"), 0.9),
         # One byte per dimension reorders near-ties among an identity's 30 images.
         ("ivf", settings(), 0.7),
+        # Half a byte per 4 dimensions: a coarse order, which re-scoring makes exact (below).
+        ("ivf", settings(encoding="PQ4fs"), 0.3),
         ("hnsw", settings(), 0.9),
         # Half of the principal components: the order inside an identity is mostly lost
         # (re-scoring with the full features restores it, below).
@@ -112,8 +115,8 @@ def test_approximate_search_finds_the_exact_neighbours(kind, config, min_recall,
     reference = compute_distance(torch.as_tensor(q), torch.as_tensor(g), metric).numpy()
     if config["pca_dim"] == 0:
         expected = np.take_along_axis(reference, got.indices, 1)
-        flat = kind == "hnsw" or config["ivf"]["encoding"] == "Flat"
-        tolerance = 1e-4 if flat else 0.05
+        encoding = "Flat" if kind == "hnsw" else config["ivf"]["encoding"]
+        tolerance = {"Flat": 1e-4, "SQ8": 0.05, "PQ4fs": 0.25}[encoding]
         np.testing.assert_allclose(
             got.distances, expected, atol=tolerance * np.abs(reference).max()
         )
@@ -128,8 +131,23 @@ def test_approximate_search_finds_the_exact_neighbours(kind, config, min_recall,
     np.testing.assert_allclose(refined.distances, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_ivf_encodings_name_their_faiss_codes() -> None:
+    assert inner_factory_string("ivf", 10_000, settings(), 256) == "IVF200,SQ8"
+    assert inner_factory_string("ivf", 10_000, settings(encoding="PQ4fs"), 256) == (
+        "IVF200,PQ64x4fs"  # one 4-bit code per 4 dimensions
+    )
+    assert inner_factory_string("hnsw", 10_000, settings(), 256) == "HNSW16"
+    with pytest.raises(ValueError, match="multiple of 8 dimensions, not 100"):
+        inner_factory_string("ivf", 10_000, settings(encoding="PQ4fs"), 100)
+
+
 @pytest.mark.parametrize(
-    ("kind", "config"), [("ivf", settings(encoding="Flat")), ("hnsw", settings())]
+    ("kind", "config"),
+    [
+        ("ivf", settings(encoding="Flat")),
+        ("ivf", settings(encoding="PQ4fs")),
+        ("hnsw", settings()),
+    ],
 )
 def test_approximate_search_excludes_the_query_camera(kind, config) -> None:
     pytest.importorskip("faiss")
@@ -138,8 +156,10 @@ def test_approximate_search_excludes_the_query_camera(kind, config) -> None:
     q_cams, g_cams = rng.integers(0, 4, 30), rng.integers(0, 4, 2000)
     q_cams[-1] = -1  # unknown: nothing excluded
     index = build_approximate(g, kind, "euclidean", config)
-    got = approximate_topk(index, q, 10, "euclidean", q_cams, g_cams)
-    unfiltered = approximate_topk(index, q[-1:], 10, "euclidean")
+    # PQ4fs's 4-bit codes order neighbours coarsely: its candidates are re-scored.
+    rescore = {"gallery": g, "refine": 4} if config["ivf"]["encoding"] == "PQ4fs" else {}
+    got = approximate_topk(index, q, 10, "euclidean", q_cams, g_cams, **rescore)
+    unfiltered = approximate_topk(index, q[-1:], 10, "euclidean", **rescore)
     assert np.array_equal(got.indices[-1], unfiltered.indices[0])
     assert (got.indices >= 0).all()
     assert (g_cams[got.indices[:-1]] != q_cams[:-1, None]).all()

@@ -13,7 +13,8 @@ index, as :func:`reid_attn.metrics.evaluate_rank` does. Re-ranked search
 :func:`reid_attn.metrics.iter_re_ranking_from_features`.
 
 Approximate search: ``ivf`` is faiss's inverted file (``nlist`` k-means cells, ``nprobe``
-scanned per query), stored as float32 (``Flat``) or one byte per dimension (``SQ8``); ``hnsw``
+scanned per query), stored as float32 (``Flat``), one byte per dimension (``SQ8``) or half a
+byte per four dimensions (``PQ4fs``: product quantisation, SIMD fast-scan); ``hnsw``
 is a navigable small-world graph. Both may first project the vectors onto their leading
 principal components (``pca_dim``), and the index's candidates (``refine`` per neighbour) can
 be re-scored with the exact distances of the full features. Cosine distance normalises the
@@ -37,7 +38,7 @@ from reid_attn.metrics import compute_distance, iter_re_ranking_from_features
 
 INDEX_TYPES = ("exact", "auto", "ivf", "hnsw")
 APPROXIMATE_TYPES = ("ivf", "hnsw")
-IVF_ENCODINGS = ("Flat", "SQ8")
+IVF_ENCODINGS = ("Flat", "SQ8", "PQ4fs")
 
 Array = np.ndarray | Tensor
 
@@ -204,9 +205,12 @@ def _prepared(features: Array, metric: str) -> np.ndarray:
     return np.ascontiguousarray(x.numpy(), dtype=np.float32)
 
 
-def inner_factory_string(index_type: str, num_gallery: int, settings: dict[str, Any]) -> str:
-    """The faiss factory string of the index under the PCA: ``IVF<nlist>,<encoding>`` or
-    ``HNSW<neighbours>``."""
+def inner_factory_string(
+    index_type: str, num_gallery: int, settings: dict[str, Any], dim: int
+) -> str:
+    """The faiss factory string of the index under the PCA, whose vectors have ``dim``
+    dimensions: ``IVF<nlist>,<encoding>`` or ``HNSW<neighbours>``. The ``PQ4fs`` encoding is
+    ``PQ<dim/4>x4fs``: one 4-bit code per 4 dimensions, scanned with SIMD (fast-scan)."""
     if index_type not in APPROXIMATE_TYPES:
         raise ValueError(
             f"index_type={index_type!r} is not approximate; allowed: {', '.join(APPROXIMATE_TYPES)}"
@@ -214,7 +218,12 @@ def inner_factory_string(index_type: str, num_gallery: int, settings: dict[str, 
     if index_type == "hnsw":
         return f"HNSW{int(settings['hnsw']['neighbours'])}"
     ivf = settings["ivf"]
-    return f"IVF{ivf_lists(num_gallery, ivf['lists_per_sqrt_n'])},{ivf['encoding']}"
+    encoding = ivf["encoding"]
+    if encoding == "PQ4fs":
+        if dim % 8:
+            raise ValueError(f"ivf.encoding=PQ4fs needs a multiple of 8 dimensions, not {dim}")
+        encoding = f"PQ{dim // 4}x4fs"
+    return f"IVF{ivf_lists(num_gallery, ivf['lists_per_sqrt_n'])},{encoding}"
 
 
 def pca_matrix(sample: np.ndarray, out_dim: int) -> Any:
@@ -271,7 +280,7 @@ def build_approximate(
     pca_dim = int(settings.get("pca_dim") or 0)
     inner_dim = pca_dim if 0 < pca_dim < dim and pca_dim <= size else dim
     inner = faiss.index_factory(
-        inner_dim, inner_factory_string(index_type, num_g, settings), faiss_metric
+        inner_dim, inner_factory_string(index_type, num_g, settings, inner_dim), faiss_metric
     )
     if index_type == "hnsw":
         inner.hnsw.efConstruction = int(settings["hnsw"]["ef_construction"])

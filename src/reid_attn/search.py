@@ -93,6 +93,12 @@ def validate_search_config(cfg: DictConfig) -> None:
     _choice(cfg, "index_type", INDEX_TYPES)
     _choice(cfg, "on_unreadable", UNREADABLE_POLICIES)
     _choice(cfg, "approximate.ivf.encoding", IVF_ENCODINGS)
+    pca_dim = cfg.approximate.pca_dim
+    if cfg.approximate.ivf.encoding == "PQ4fs" and pca_dim and pca_dim % 8:
+        raise ConfigError(
+            f"approximate.pca_dim={pca_dim} with approximate.ivf.encoding=PQ4fs: the PCA "
+            "dimension must be a multiple of 8 (one 4-bit code per 4 dimensions, in pairs)"
+        )
     for key in ("rerank", "flip"):
         _optional_bool(cfg, key)
     for key in ("exclude_same_camera", "recursive", "progress_bar"):
