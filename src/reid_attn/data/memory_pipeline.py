@@ -23,7 +23,8 @@ from reid_attn.data.datasets import Item
 from reid_attn.data.sampler import PKSampler
 
 PIPELINES = ("auto", "loader", "memory")
-#: ``data.pipeline=auto`` on the CPU (measured: experiments/results/bench_pipeline.md).
+#: ``data.pipeline=auto`` on the CPU: the memory pipeline's batches take a fraction of the CPU
+#: time the loader workers' decoding takes each epoch (experiments/results/bench_pipeline*.md).
 CPU_AUTO_PIPELINE = "memory"
 
 
