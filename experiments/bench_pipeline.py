@@ -1,16 +1,16 @@
-"""Benchmark: the loader and memory data pipelines side by side, alone and in a real training
-run, to choose ``data.pipeline=auto``'s CPU default.
+"""Benchmark: the loader and memory data pipelines side by side, to choose
+``data.pipeline=auto``'s CPU default.
 
     .venv/bin/python experiments/bench_pipeline.py                  # results/bench_pipeline.*
-    .venv/bin/python experiments/bench_pipeline.py --epochs 14      # the whole `make train`
+    .venv/bin/python experiments/bench_pipeline.py --train-epochs 14   # + the whole `make train`
 
-1. Each pipeline's training batches alone (``bench_train.data_pipeline_throughput``: images/s
-   over ``--batches`` batches, the memory pipeline's one-off decoding reported apart).
-2. ``python -m reid_attn.train`` (the default config = ``make train``, ``--epochs`` epochs, no
+1. Each pipeline's training batches of the default config (``make train``'s), ``--epochs``
+   epochs: wall seconds and CPU seconds (this process and its loader workers) per epoch, and the
+   memory pipeline's one-off decoding. CPU seconds are the figure that holds on a shared
+   machine: every CPU second the data path takes is one the 2-core training does not get.
+2. With ``--train-epochs N``: ``python -m reid_attn.train`` (the default config, N epochs, no
    progress bar) with each pipeline, in ``--rounds`` interleaved rounds (loader, memory, then
-   memory, loader, ...): wall seconds of the whole process, the CPU seconds it and its loader
-   workers used (the fairer figure on a shared machine), and its test figures. The synthetic
-   data is generated before the first timed run.
+   memory, loader, ...): wall and CPU seconds of the whole process and its test figures.
 """
 
 from __future__ import annotations
@@ -27,24 +27,59 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_train import compose_train_config, data_pipeline_throughput
+from bench_train import compose_train_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PIPELINES = ("loader", "memory")
 
 
-def cpu_seconds_of_children() -> float:
-    """User + system CPU seconds of this process's finished children (and theirs)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+def cpu_seconds(children: bool) -> float:
+    """User + system CPU seconds of this process (all its threads), or of its finished
+    children (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def train_wall_seconds(pipeline: str, epochs: int, folder: Path) -> dict:
-    """Wall seconds, CPU seconds and test metrics of one default training run with
-    ``pipeline``."""
+def both_cpu_seconds() -> float:
+    """This process's and its finished children's CPU seconds."""
+    return cpu_seconds(False) + cpu_seconds(True)
+
+
+def data_epochs(pipeline: str, epochs: int) -> dict:
+    """Wall and CPU seconds per epoch of the default config's training batches with
+    ``pipeline`` (after its one-off set-up, reported apart)."""
+    from omegaconf import OmegaConf
+
+    from reid_attn.data import ReIDDataModule
+
+    cfg = compose_train_config([f"data.pipeline={pipeline}"])
+    datamodule = ReIDDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    cpu, wall = both_cpu_seconds(), time.perf_counter()
+    datamodule.train_dataloader()  # the memory pipeline decodes here
+    setup = {"cpu": both_cpu_seconds() - cpu, "wall": time.perf_counter() - wall}
+    cpu, wall, images = both_cpu_seconds(), time.perf_counter(), 0
+    for epoch in range(epochs):
+        loader = datamodule.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            images += len(batch[0])
+    return {
+        "cpu_seconds_per_epoch": (both_cpu_seconds() - cpu) / epochs,
+        "wall_seconds_per_epoch": (time.perf_counter() - wall) / epochs,
+        "images_per_epoch": images // epochs,
+        "setup_cpu_seconds": setup["cpu"],
+        "setup_wall_seconds": setup["wall"],
+        "num_workers": cfg.data.num_workers,
+        "size": [cfg.data.height, cfg.data.width],
+    }
+
+
+def train_run(pipeline: str, epochs: int, folder: Path) -> dict:
+    """Wall seconds, CPU seconds and test metrics of one default training run."""
     run_dir = folder / f"{pipeline}-{time.monotonic_ns()}"
-    cpu_start = cpu_seconds_of_children()
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(True), time.perf_counter()
     subprocess.run(
         [
             sys.executable,
@@ -57,96 +92,99 @@ def train_wall_seconds(pipeline: str, epochs: int, folder: Path) -> dict:
         ],
         check=True,
         capture_output=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    seconds = time.perf_counter() - start
     return {
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds_of_children() - cpu_start,
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": cpu_seconds(True) - cpu,
         "metrics": json.loads((run_dir / "metrics.json").read_text()),
     }
 
 
 def write_markdown(result: dict, path: Path) -> None:
-    """The two tables of this benchmark."""
+    """The tables of this benchmark."""
+    data = result["data"]
+    size = data["loader"]["size"]
     lines = [
         "# Data pipelines: loader vs memory (CPU default of data.pipeline=auto)",
         "",
         f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}",
+        f"Machine: {result['machine']}, OMP_NUM_THREADS="
+        f"{result['omp_num_threads']}",
         "",
-        "Training batches alone (default config: "
-        f"{result['data']['loader']['size'][0]}x{result['data']['loader']['size'][1]}, batch "
-        "16 x 4):",
+        f"Training batches of the default config ({size[0]}x{size[1]}, 16 x 4, "
+        f"{data['loader']['images_per_epoch']} images an epoch), mean of {result['epochs']} "
+        "epochs; CPU seconds count this process and its loader workers:",
         "",
-        "| pipeline | images/s | one-off set-up (s) |",
-        "|---|---:|---:|",
+        "| pipeline | CPU s / epoch | wall s / epoch | one-off set-up: CPU s | wall s |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for name, row in result["data"].items():
-        lines.append(f"| {name} | {row['images_per_s']:.0f} | {row['setup_seconds']:.1f} |")
-    lines += [
-        "",
-        f"`python -m reid_attn.train trainer.max_epochs={result['epochs']}` (the default "
-        f"config), median wall seconds over {result['rounds']} interleaved rounds:",
-        "",
-        "| pipeline | wall s (each run) | median wall s | speed x loader | CPU s (each run) | "
-        "median CPU s | speed x loader | test mAP |",
-        "|---|---|---:|---:|---|---:|---:|---:|",
-    ]
-    base = {k: statistics.median(result["train"]["loader"][k]) for k in ("seconds", "cpu_seconds")}
-    for name, row in result["train"].items():
-        cells = []
-        for key in ("seconds", "cpu_seconds"):
-            median = statistics.median(row[key])
-            runs = ", ".join(f"{v:.0f}" for v in row[key])
-            cells.append(f"{runs} | {median:.0f} | {base[key] / median:.2f}")
-        lines.append(f"| {name} | {' | '.join(cells)} | {100 * row['mAP'][0]:.2f} |")
+    for name, row in data.items():
+        where = f"{row['num_workers']} workers" if name == "loader" else "training process"
+        lines.append(
+            f"| {name} ({where}) | {row['cpu_seconds_per_epoch']:.2f} | "
+            f"{row['wall_seconds_per_epoch']:.2f} | {row['setup_cpu_seconds']:.2f} | "
+            f"{row['setup_wall_seconds']:.2f} |"
+        )
+    if result.get("train"):
+        lines += [
+            "",
+            f"`python -m reid_attn.train trainer.max_epochs={result['train_epochs']}` (the "
+            f"default config), {result['rounds']} interleaved round(s):",
+            "",
+            "| pipeline | wall s | CPU s | test mAP |",
+            "|---|---|---|---:|",
+        ]
+        for name, row in result["train"].items():
+            walls = ", ".join(f"{v:.0f}" for v in row["seconds"])
+            cpus = ", ".join(f"{v:.0f}" for v in row["cpu_seconds"])
+            lines.append(f"| {name} | {walls} | {cpus} | {100 * row['mAP'][0]:.2f} |")
     path.write_text("\n".join([*lines, ""]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of batches per pipeline")
+    parser.add_argument("--train-epochs", type=int, default=0, help="0: no training runs")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--name", default="bench_pipeline", help="result files' name")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    data = {
-        name: data_pipeline_throughput(args.batches, [f"data.pipeline={name}"])
-        for name in PIPELINES
-    }
+    data = {name: data_epochs(name, args.epochs) for name in PIPELINES}
     for name, row in data.items():
-        print(f"{name}: {row['images_per_s']:.0f} images/s (set-up {row['setup_seconds']:.1f} s)")
-    train = {name: {"seconds": [], "cpu_seconds": [], "mAP": []} for name in PIPELINES}
-    with tempfile.TemporaryDirectory() as folder:
-        for round_index in range(args.rounds):
-            for name in PIPELINES if round_index % 2 == 0 else PIPELINES[::-1]:
-                run = train_wall_seconds(name, args.epochs, Path(folder))
-                train[name]["seconds"].append(run["seconds"])
-                train[name]["cpu_seconds"].append(run["cpu_seconds"])
-                train[name]["mAP"].append(run["metrics"]["mAP"])
-                print(
-                    f"round {round_index + 1} {name}: {run['seconds']:.0f} s wall, "
-                    f"{run['cpu_seconds']:.0f} s CPU",
-                    flush=True,
-                )
-    cfg = compose_train_config([])
+        print(
+            f"{name}: {row['cpu_seconds_per_epoch']:.2f} CPU s, "
+            f"{row['wall_seconds_per_epoch']:.2f} wall s an epoch",
+            flush=True,
+        )
+    train = {}
+    if args.train_epochs:
+        train = {name: {"seconds": [], "cpu_seconds": [], "mAP": []} for name in PIPELINES}
+        with tempfile.TemporaryDirectory() as folder:
+            for round_index in range(args.rounds):
+                for name in PIPELINES if round_index % 2 == 0 else PIPELINES[::-1]:
+                    run = train_run(name, args.train_epochs, Path(folder))
+                    for key in ("seconds", "cpu_seconds"):
+                        train[name][key].append(run[key])
+                    train[name]["mAP"].append(run["metrics"]["mAP"])
+                    print(f"{name}: {run['seconds']:.0f} s wall, {run['cpu_seconds']:.0f} s CPU")
     result = {
         "command": " ".join(["python", "experiments/bench_pipeline.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (a shared machine)",
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
         "epochs": args.epochs,
+        "train_epochs": args.train_epochs,
         "rounds": args.rounds,
-        "size": [cfg.data.height, cfg.data.width],
         "data": data,
         "train": train,
+        "median_train_seconds": {k: statistics.median(v["seconds"]) for k, v in train.items()},
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_pipeline.json").write_text(json.dumps(result, indent=2))
-    write_markdown(result, out / "bench_pipeline.md")
-    print((out / "bench_pipeline.md").read_text())
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    write_markdown(result, out / f"{args.name}.md")
+    print((out / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":

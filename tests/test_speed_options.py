@@ -13,9 +13,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import load_experiment
+from reid_attn.config import ConfigError
 from reid_attn.module import ReIDModule
 from reid_attn.run_files import run_entry
-from reid_attn.train import train
+from reid_attn.train import build_trainer, train
 
 
 def _module(compose_cfg, *overrides: str) -> ReIDModule:
@@ -180,6 +181,22 @@ def test_gpu_fast_preset_sets_every_fast_option(compose_cfg) -> None:
     assert cfg.loss_check_every_n_steps == cfg.trainer.log_every_n_steps == 50
     assert (cfg.trainer.max_epochs, cfg.scheduler.milestones) == (120, [40, 70])  # the paper's
     assert cfg.data.height == 256 and cfg.data.eval_batch_size == 1024
+
+
+def test_last_checkpoint_every_n_epochs_holds_the_last_epoch(train_cfg_factory) -> None:
+    cfg = train_cfg_factory(
+        "trainer.max_epochs=4", "+trainer.limit_train_batches=1", "checkpoint.every_n_epochs=2"
+    )
+    trainer, last = build_trainer(
+        cfg.trainer, Path(cfg.output_dir), None, last_every_n_epochs=2
+    )
+    callback = next(c for c in trainer.checkpoint_callbacks if c.monitor is None)
+    assert callback._every_n_epochs == 2 and last.name == "last.ckpt"
+    train(cfg)
+    saved = torch.load(Path(cfg.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (3, 4)
+    with pytest.raises(ConfigError, match=r"every_n_epochs=3 must divide trainer\.max_epochs=4"):
+        train(train_cfg_factory("trainer.max_epochs=4", "checkpoint.every_n_epochs=3", run="b"))
 
 
 def test_nan_loss_read_every_n_steps_never_reaches_a_checkpoint(

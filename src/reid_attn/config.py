@@ -94,6 +94,13 @@ def validate_train_config(cfg: DictConfig) -> None:
             f"optimizer.fused={cfg.optimizer.fused} is not valid; allowed values: auto, true, false"
         )
     _at_least(cfg.trainer.max_epochs, 1, "trainer.max_epochs")
+    every = cfg.checkpoint.get("every_n_epochs", 1)
+    _at_least(every, 1, "checkpoint.every_n_epochs")
+    if cfg.trainer.max_epochs % every:
+        raise ConfigError(
+            f"checkpoint.every_n_epochs={every} must divide trainer.max_epochs="
+            f"{cfg.trainer.max_epochs}: the test reads last.ckpt, which must hold the last epoch"
+        )
     precision = str(cfg.trainer.get("precision"))
     if cfg.trainer.get("accelerator") == "cpu" and precision in ("16", "16-mixed", "16-true"):
         raise ConfigError(

@@ -40,6 +40,7 @@ def build_trainer(
     mode: str = "max",
     seed: int = 0,
     loss_check_every_n_steps: int = 1,
+    last_every_n_epochs: int = 1,
 ) -> tuple[pl.Trainer, Path]:
     """Trainer from ``trainer_cfg`` with checkpoints in ``output_dir/checkpoints`` (written
     atomically), CSV and TensorBoard logs in ``output_dir``, per-epoch re-seeding from
@@ -47,14 +48,20 @@ def build_trainer(
     steps), and the rich progress bar when enabled.
     Returns the trainer and the path of ``last.ckpt``.
 
-    ``last.ckpt`` is rewritten after every epoch by a checkpoint callback of its own
+    ``last.ckpt`` is rewritten after every epoch (every ``last_every_n_epochs``: a resume
+    then replays the epochs since, with the same result) by a checkpoint callback of its own
     (``ModelCheckpoint(save_last=True)`` rewrites it only in epochs that also save a top-k
     checkpoint, i.e. not when ``monitor`` failed to improve); with a ``monitor``,
     ``best-epochNNN.ckpt`` keeps the best epoch. The best callback runs first, so the state
     ``last.ckpt`` records for it (which a resume restores) includes the epoch's decision.
     """
     folder = output_dir / "checkpoints"
-    last = ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)
+    last = ModelCheckpoint(
+        dirpath=folder,
+        filename="last",
+        enable_version_counter=False,
+        every_n_epochs=last_every_n_epochs,
+    )
     checkpoints = [last]
     if monitor:
         best = ModelCheckpoint(
@@ -174,6 +181,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.checkpoint.mode,
         cfg.seed,
         cfg.get("loss_check_every_n_steps", 1),
+        cfg.checkpoint.get("every_n_epochs", 1),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     objective = best_validation_value(trainer, cfg.objective) if cfg.get("objective") else None

@@ -171,7 +171,10 @@ class ReIDDataModule(pl.LightningDataModule):
         ``set_epoch``), the loader's ``generator``, which draws the worker seeds, is seeded
         from :func:`epoch_seed` (and re-seeded each epoch by
         :class:`reid_attn.callbacks.SeedEachEpoch`), and workers are not persistent, since
-        they would carry their random state over from the epochs before."""
+        they would carry their random state over from the epochs before. The memory
+        pipeline's loader has no workers: batch ``step`` of epoch ``e`` is augmented with a
+        generator seeded by :func:`reid_attn.data.memory_pipeline.step_seed`
+        ``(seed, e, step, rank)``."""
         epoch, rank = 0, 0
         if self.trainer is not None:
             epoch = self.trainer.fit_loop.epoch_progress.current.processed
@@ -237,8 +240,12 @@ class ReIDDataModule(pl.LightningDataModule):
         """Where the memory pipeline keeps its images: the trainer's device, else
         ``cache_device``, else the CPU."""
         if self.trainer is not None:
-            return self.trainer.strategy.root_device
-        return self.cache_device or torch.device("cpu")
+            device = self.trainer.strategy.root_device
+        else:
+            device = self.cache_device or torch.device("cpu")
+        if device.type == "cuda" and device.index is None:  # as a tensor names its device
+            device = torch.device("cuda", torch.cuda.current_device())
+        return device
 
     def resolve_pipeline(self) -> str:
         """``loader`` or ``memory``: ``pipeline`` resolved (once) for :meth:`device`. The caches
