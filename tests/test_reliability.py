@@ -354,6 +354,7 @@ def _trainer(epoch: int, loader: DataLoader | None = None) -> SimpleNamespace:
     return SimpleNamespace(
         current_epoch=epoch,
         global_rank=0,
+        overfit_batches=0,
         train_dataloader=loader,
         fit_loop=SimpleNamespace(epoch_progress=progress),
     )
