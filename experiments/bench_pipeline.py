@@ -108,8 +108,7 @@ def write_markdown(result: dict, path: Path) -> None:
         "# Data pipelines: loader vs memory (CPU default of data.pipeline=auto)",
         "",
         f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}, OMP_NUM_THREADS="
-        f"{result['omp_num_threads']}",
+        f"Machine: {result['machine']}, OMP_NUM_THREADS={result['omp_num_threads']}",
         "",
         f"Training batches of the default config ({size[0]}x{size[1]}, 16 x 4, "
         f"{data['loader']['images_per_epoch']} images an epoch), mean of {result['epochs']} "

@@ -185,12 +185,12 @@ def test_gpu_fast_preset_sets_every_fast_option(compose_cfg) -> None:
 
 def test_last_checkpoint_every_n_epochs_holds_the_last_epoch(train_cfg_factory) -> None:
     cfg = train_cfg_factory(
-        "trainer.max_epochs=4", "trainer.limit_train_batches=1", "checkpoint.every_n_epochs=2",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=1",
+        "checkpoint.every_n_epochs=2",
         "trainer.precision=32-true",  # resolved (train resolves auto itself)
     )
-    trainer, last = build_trainer(
-        cfg.trainer, Path(cfg.output_dir), None, last_every_n_epochs=2
-    )
+    trainer, last = build_trainer(cfg.trainer, Path(cfg.output_dir), None, last_every_n_epochs=2)
     callback = next(c for c in trainer.checkpoint_callbacks if c.monitor is None)
     assert callback._every_n_epochs == 2 and last.name == "last.ckpt"
     train(cfg)
