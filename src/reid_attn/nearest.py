@@ -39,6 +39,8 @@ from reid_attn.metrics import compute_distance, iter_re_ranking_from_features
 INDEX_TYPES = ("exact", "auto", "ivf", "hnsw")
 APPROXIMATE_TYPES = ("ivf", "hnsw")
 IVF_ENCODINGS = ("Flat", "SQ8", "PQ4fs")
+#: ``PQ4fs`` codes 4 dimensions in 4 bits, packed in pairs: the dimension must divide by this.
+PQ4FS_DIM_MULTIPLE = 8
 
 Array = np.ndarray | Tensor
 
@@ -220,8 +222,10 @@ def inner_factory_string(
     ivf = settings["ivf"]
     encoding = ivf["encoding"]
     if encoding == "PQ4fs":
-        if dim % 8:
-            raise ValueError(f"ivf.encoding=PQ4fs needs a multiple of 8 dimensions, not {dim}")
+        if dim % PQ4FS_DIM_MULTIPLE:
+            raise ValueError(
+                f"ivf.encoding=PQ4fs needs a multiple of {PQ4FS_DIM_MULTIPLE} dimensions, not {dim}"
+            )
         encoding = f"PQ{dim // 4}x4fs"
     return f"IVF{ivf_lists(num_gallery, ivf['lists_per_sqrt_n'])},{encoding}"
 

@@ -48,6 +48,7 @@ from reid_attn.nearest import (
     APPROXIMATE_TYPES,
     INDEX_TYPES,
     IVF_ENCODINGS,
+    PQ4FS_DIM_MULTIPLE,
     Neighbours,
     approximate_topk,
     build_approximate,
@@ -94,10 +95,11 @@ def validate_search_config(cfg: DictConfig) -> None:
     _choice(cfg, "on_unreadable", UNREADABLE_POLICIES)
     _choice(cfg, "approximate.ivf.encoding", IVF_ENCODINGS)
     pca_dim = cfg.approximate.pca_dim
-    if cfg.approximate.ivf.encoding == "PQ4fs" and pca_dim and pca_dim % 8:
+    if cfg.approximate.ivf.encoding == "PQ4fs" and pca_dim and pca_dim % PQ4FS_DIM_MULTIPLE:
         raise ConfigError(
             f"approximate.pca_dim={pca_dim} with approximate.ivf.encoding=PQ4fs: the PCA "
-            "dimension must be a multiple of 8 (one 4-bit code per 4 dimensions, in pairs)"
+            f"dimension must be a multiple of {PQ4FS_DIM_MULTIPLE} (one 4-bit code per 4 "
+            "dimensions, in pairs)"
         )
     for key in ("rerank", "flip"):
         _optional_bool(cfg, key)
