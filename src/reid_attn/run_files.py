@@ -22,6 +22,7 @@ from reid_attn.callbacks import NonFiniteLossError
 from reid_attn.config import ConfigError
 from reid_attn.console import quiet_third_party
 from reid_attn.data import DatasetError
+from reid_attn.machine import machine_info
 from reid_attn.metrics import METRIC_NAMES
 from reid_attn.models.pretrained import PretrainedWeightsError
 
@@ -90,6 +91,16 @@ def write_metrics(results: dict[str, Any], output_dir: str | Path) -> Path:
     keys = (*METRIC_NAMES, "cmc", *(["objective"] if "objective" in results else []))
     text = json.dumps({k: results[k] for k in keys}, indent=2)
     return atomic_write(Path(output_dir) / "metrics.json", lambda file: file.write(text.encode()))
+
+
+def write_machine(output_dir: str | Path, precision: str) -> Path:
+    """Append this machine (:func:`reid_attn.machine.machine_info` with the run's resolved
+    ``precision``) to the list in ``output_dir/machine.json``: one entry per start of the run,
+    the first its start, later ones its resumes (which may run elsewhere). Returns the path."""
+    path = Path(output_dir) / "machine.json"
+    starts = json.loads(path.read_text()) if path.is_file() else []
+    text = json.dumps([*starts, machine_info(precision)], indent=2)
+    return atomic_write(path, lambda file: file.write(text.encode()))
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -29,6 +29,7 @@ from reid_attn.run_files import (
     format_metrics,
     prepare_output_dir,
     run_entry,
+    write_machine,
     write_metrics,
 )
 
@@ -52,8 +53,10 @@ def build_trainer(
     then replays the epochs since, with the same result) by a checkpoint callback of its own
     (``ModelCheckpoint(save_last=True)`` rewrites it only in epochs that also save a top-k
     checkpoint, i.e. not when ``monitor`` failed to improve); with a ``monitor``,
-    ``best-epochNNN.ckpt`` keeps the best epoch. The best callback runs first, so the state
-    ``last.ckpt`` records for it (which a resume restores) includes the epoch's decision.
+    ``best-epochNNN.ckpt`` keeps the best epoch's weights (weights only: no optimiser state,
+    a third of ``last.ckpt``'s size; it evaluates, a resume starts from ``last.ckpt``). The
+    best callback runs first, so the state ``last.ckpt`` records for it (which a resume
+    restores) includes the epoch's decision.
     """
     folder = output_dir / "checkpoints"
     last = ModelCheckpoint(
@@ -71,6 +74,7 @@ def build_trainer(
             mode=mode,
             save_top_k=1,
             auto_insert_metric_name=False,
+            save_weights_only=True,  # evaluation needs no optimiser state; resume uses last.ckpt
         )
         checkpoints.insert(0, best)
     last_path = folder / "last.ckpt"
@@ -142,6 +146,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     cfg.trainer.precision = resolve_precision(
         str(cfg.trainer.precision), cfg.trainer.get("accelerator")
     )
+    if rank_zero_only.rank == 0:
+        write_machine(output_dir, str(cfg.trainer.precision))
     pl.seed_everything(cfg.seed, workers=True)
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
