@@ -132,8 +132,25 @@ def test_report_tables_and_plot_from_fabricated_sweep(tmp_path) -> None:
     assert table[1]["paper_rank1"] == "n/a"
     markdown = (sweep / "ablation.md").read_text()
     assert "| +CBAM (Ours) | cbam |" in markdown
-    # rows differ by 5 points with a seed std of 1: beyond the spread; the baseline has no delta
-    assert "R1 yes, mAP yes" in markdown
+    # Rows differ by 5 points, seed std 1, 3 seeds each: Welch se = sqrt(2/3), dof = 4,
+    # t(0.975, 4) = 2.776445 (t table): half-width 2.776445 * 0.816497 = 2.267, resolved.
+    half = 2.776445 * (2 / 3) ** 0.5
+    for i, line in enumerate(table[1:], start=1):
+        for key in ("rank1", "mAP"):
+            assert float(line[f"delta_{key}_low"]) == pytest.approx(5.0 * i - half, abs=1e-3)
+            assert float(line[f"delta_{key}_high"]) == pytest.approx(5.0 * i + half, abs=1e-3)
+            assert float(line[f"delta_prev_{key}"]) == pytest.approx(5.0, abs=1e-3)
+            assert float(line[f"delta_prev_{key}_low"]) == pytest.approx(5.0 - half, abs=1e-3)
+    assert table[0]["delta_mAP_low"] == "n/a"  # the Baseline against itself: no spread
+    assert "| +Tri | +5.00 [+2.73, +7.27] | +5.00 [+2.73, +7.27] | same direction" in markdown
+    assert "| +CBAM (Ours) | +25.00 [+22.73, +27.27] |" in markdown
+    assert "paper Δ to Baseline" in markdown and "| +8.73 / +14.45 |" in markdown
+    # Each seed's figures: row 5, seed 2: Rank-1 30 + 25 + 2 = 57, mAP 47.
+    assert "| +CBAM (Ours) | 55.00 / 45.00 | 56.00 / 46.00 | 57.00 / 47.00 |" in markdown
+    # The seed count follows from the spread: std 1 both rows, +-5 needs 2 seeds (t(0.975,2)
+    # * sqrt(2/2) = 4.30 <= 5).
+    assert "needs 2 seeds per row" in markdown
+    assert "Machines: not recorded (18 jobs)." in markdown
     assert "## Validation curves" not in markdown  # no job logged validation
     assert "| cbam-seed2 | " in markdown  # the jobs table
     image = Image.open(sweep / "ablation.png")
@@ -284,17 +301,68 @@ def test_unfinished_job_counts_once_another_folder_holds_it_finished(tmp_path) -
     assert [r.jobs[0].parent.name for r in rows] == ["a", "a", "a", "b", "c", "a"]
 
 
-def test_merge_refuses_rows_with_different_seed_sets(tmp_path) -> None:
+def test_rows_may_have_more_seeds_than_others(tmp_path) -> None:
+    """More seeds for some rows (the headline comparison's) merge; the table counts them."""
     data = tmp_path / "data"
     a = _fabricate(tmp_path / "a", data, seeds=(0,))
-    b = _fabricate(tmp_path / "b", data, seeds=(1,), rows=["tri", "cbam"])
+    b = _fabricate(tmp_path / "b", data, seeds=(1,), rows=["baseline", "cbam"])
+    rows = collect([a, b])
+    assert [r.seeds for r in rows] == [[0, 1], [0], [0], [0], [0], [0, 1]]
+    write_report([a, b], out=tmp_path / "out")
+    markdown = (tmp_path / "out" / "ablation.md").read_text()
+    assert "over seeds (0, 1 for 2 rows; 0 for 4 rows)" in markdown
+    assert "| +Tri | — |" not in markdown and "| +Tri | 35.00 / 25.00 | — |" in markdown
+
+
+def test_merge_refuses_rows_without_the_common_seeds(tmp_path) -> None:
+    data = tmp_path / "data"
+    a = _fabricate(tmp_path / "a", data, seeds=(0,), rows=ROWS[:3])
+    b = _fabricate(tmp_path / "b", data, seeds=(1, 2), rows=ROWS[3:])
     with pytest.raises(SweepError) as info:
         collect([a, b])
     assert str(info.value) == (
-        "rows have different seed sets (seeds 0, 1 occur): missing jobs baseline-seed1, "
-        "tri_cir-seed1, se-seed1, eca-seed1; run them, or leave out the folders that add the "
-        "other seeds"
+        "rows do not share the seeds 0 of the row with the fewest: missing jobs se-seed0, "
+        "eca-seed0, cbam-seed0; run them, or leave out the folders that add the other seeds"
     )
+
+
+def test_merge_refuses_parts_trained_at_different_precisions(tmp_path) -> None:
+    """trainer.precision=auto is one config but bf16 on one CPU and fp32 on another: the jobs'
+    machine.json tells them apart."""
+    data = tmp_path / "data"
+    a = _fabricate(tmp_path / "a", data, seeds=(0,))
+    b = _fabricate(tmp_path / "b", data, seeds=(1,))
+    machine = {
+        "cpu": "AMD EPYC",
+        "cores": 2,
+        "threads": 2,
+        "native_bf16": False,
+        "torch": "2.9",
+        "cuda": None,
+        "precision": "32-true",
+    }
+    for job in a.iterdir():
+        if job.is_dir():
+            (job / "machine.json").write_text(json.dumps([machine]))
+    for job in b.iterdir():
+        if job.is_dir():
+            other = {**machine, "cpu": "Intel Xeon", "precision": "bf16-mixed"}
+            (job / "machine.json").write_text(json.dumps([other]))
+    with pytest.raises(
+        SweepError,
+        match=r"^jobs trained at different precisions: 32-true "
+        rf"\(e.g. {a}/baseline-seed0\), bf16-mixed \(e.g. {b}/baseline-seed1\)",
+    ):
+        collect([a, b])
+    for job in b.iterdir():  # the same precision on another CPU merges; both machines named
+        if job.is_dir():
+            (job / "machine.json").write_text(json.dumps([{**machine, "cpu": "Intel Xeon"}]))
+    write_report([a, b], out=tmp_path / "out")
+    markdown = (tmp_path / "out" / "ablation.md").read_text()
+    assert (
+        "Machines: AMD EPYC, 2 cores (2 threads), native bf16 no, torch 2.9, precision "
+        "32-true (6 jobs); Intel Xeon, 2 cores"
+    ) in markdown
 
 
 def test_merge_refuses_parts_run_with_other_settings(tmp_path) -> None:

@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from reid_attn.comparison import CONFIDENCE, Difference, seeds_for_half_width, welch_difference
 from reid_attn.data import DatasetError
+from reid_attn.machine import machine_line
 from reid_attn.metrics import METRIC_NAMES, chance_level
 from reid_attn.run_timing import epoch_seconds, job_wall_seconds
-from reid_attn.sweeps import AblationRow, SweepError, collect, sweep_config
+from reid_attn.sweeps import AblationRow, SweepError, collect, job_machines, sweep_config
 from reid_attn.validation_curves import RowCurve, read_validation_log, row_curve
 from reid_attn.viz.ablation import ablation_figure, save_figure, validation_curves_figure
 
@@ -110,33 +112,56 @@ def _mean_wall_minutes(row: AblationRow) -> float | None:
     return None if None in walls else float(np.mean(walls)) / 60.0
 
 
+def differences(rows: list[AblationRow], key: str) -> list[tuple[Difference, Difference]]:
+    """Per row, its difference in ``key`` (points) to the first row (the Baseline) and to the
+    row before it, each with its Welch interval (:func:`reid_attn.comparison.welch_difference`);
+    the first row's are zero, without an interval."""
+    pairs = [(Difference(0.0, None, None, None),) * 2]  # the first row against itself
+    for i, r in enumerate(rows[1:], start=1):
+        pairs.append(
+            (
+                welch_difference(r.values[key], rows[0].values[key]),
+                welch_difference(r.values[key], rows[i - 1].values[key]),
+            )
+        )
+    return pairs
+
+
+def _interval(diff: Difference, end: str) -> str:
+    value = diff.low if end == "low" else diff.high
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def write_csv(rows: list[AblationRow], path: Path) -> None:
-    """One line per ablation row: means, stds, deltas to the first row, the paper's figures,
-    the mean job wall time (minutes)."""
-    base = rows[0]
+    """One line per ablation row: means, stds, differences to the first row and to the row
+    before with their 95% Welch intervals, the paper's figures, the mean job wall time
+    (minutes)."""
+    diffs = {key: differences(rows, key) for key in ("rank1", "mAP")}
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["row", "name", "attention", "loss", "seeds"]
             + [f"{k}_{s}" for k in METRIC_NAMES for s in ("mean", "std")]
-            + ["delta_rank1", "delta_mAP", "paper_rank1", "paper_mAP", "wall_min_mean"]
+            + [
+                f"delta{ref}_{k}{end}"
+                for ref in ("", "_prev")
+                for k in ("rank1", "mAP")
+                for end in ("", "_low", "_high")
+            ]
+            + ["paper_rank1", "paper_mAP", "wall_min_mean"]
         )
-        for r in rows:
+        for i, r in enumerate(rows):
+            deltas = []
+            for ref in (0, 1):
+                for k in ("rank1", "mAP"):
+                    d = diffs[k][i][ref]
+                    deltas += [f"{d.delta:.4f}", _interval(d, "low"), _interval(d, "high")]
             writer.writerow(
                 [r.row, r.name, r.attention, r.loss, " ".join(map(str, r.seeds))]
                 + [f"{v:.4f}" for k in METRIC_NAMES for v in (r.mean(k), r.std(k))]
-                + [
-                    f"{r.mean('rank1') - base.mean('rank1'):.4f}",
-                    f"{r.mean('mAP') - base.mean('mAP'):.4f}",
-                    _fmt(r.paper_rank1),
-                    _fmt(r.paper_mAP),
-                    _fmt(_mean_wall_minutes(r)),
-                ]
+                + deltas
+                + [_fmt(r.paper_rank1), _fmt(r.paper_mAP), _fmt(_mean_wall_minutes(r))]
             )
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
 
 
 def _pm(row: AblationRow, key: str) -> str:
@@ -144,29 +169,105 @@ def _pm(row: AblationRow, key: str) -> str:
 
 
 def markdown_table(rows: list[AblationRow]) -> str:
-    """The ablation table in Markdown, percent, mean ± std over seeds."""
+    """The ablation table in Markdown, percent, mean ± std over seeds, the paper's figures and
+    its difference to the Baseline beside them."""
     base = rows[0]
     lines = [
-        "| row | attention | loss | seeds | Rank-1 | mAP | mINP | ΔRank-1 | ΔmAP "
-        "| beyond spread | paper Rank-1 | paper mAP |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | attention | loss | seeds | Rank-1 | mAP | mINP | paper Rank-1 | paper mAP "
+        "| paper Δ to Baseline (R1 / mAP) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        d1, dm = r.mean("rank1") - base.mean("rank1"), r.mean("mAP") - base.mean("mAP")
-        spread_r1 = r.std("rank1") + base.std("rank1")
-        spread_map = r.std("mAP") + base.std("mAP")
-        beyond = (
-            "—"
-            if r is base
-            else (f"R1 {_yes(abs(d1) > spread_r1)}, mAP {_yes(abs(dm) > spread_map)}")
+        paper_delta = (
+            f"{r.paper_rank1 - base.paper_rank1:+.2f} / {r.paper_mAP - base.paper_mAP:+.2f}"
+            if r is not base
+            and None not in (r.paper_rank1, r.paper_mAP, base.paper_rank1, base.paper_mAP)
+            else "n/a"
         )
         lines.append(
             f"| {r.name} | {r.attention} | {r.loss} | {len(r.seeds)} "
             f"| {_pm(r, 'rank1')} | {_pm(r, 'mAP')} | {_pm(r, 'mINP')} "
-            f"| {d1:+.2f} | {dm:+.2f} | {beyond} "
-            f"| {_fmt(r.paper_rank1)} | {_fmt(r.paper_mAP)} |"
+            f"| {_fmt(r.paper_rank1)} | {_fmt(r.paper_mAP)} | {paper_delta} |"
         )
     return "\n".join(lines)
+
+
+def seeds_table(rows: list[AblationRow]) -> str:
+    """Each seed's test Rank-1 / mAP per row (percent)."""
+    seeds = sorted({s for r in rows for s in r.seeds})
+    lines = [
+        "| row | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|" + "---:|" * len(seeds),
+    ]
+    for r in rows:
+        cells = []
+        for s in seeds:
+            if s in r.seeds:
+                i = r.seeds.index(s)
+                cells.append(f"{r.values['rank1'][i]:.2f} / {r.values['mAP'][i]:.2f}")
+            else:
+                cells.append("—")
+        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def differences_table(rows: list[AblationRow]) -> str:
+    """Per row: its Rank-1 and mAP difference to the Baseline and to the row before, each
+    with its 95% Welch interval, and the verdict on each mAP difference."""
+    r1, m = differences(rows, "rank1"), differences(rows, "mAP")
+    lines = [
+        "| row | ΔRank-1 to Baseline | ΔmAP to Baseline | verdict (mAP vs Baseline) "
+        "| row before | ΔRank-1 to it | ΔmAP to it | verdict (mAP vs row before) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(rows[1:], start=1):
+        lines.append(
+            f"| {r.name} | {r1[i][0].text()} | {m[i][0].text()} | {m[i][0].verdict()} "
+            f"| {rows[i - 1].name} | {r1[i][1].text()} | {m[i][1].text()} "
+            f"| {m[i][1].verdict()} |"
+        )
+    return "\n".join(lines)
+
+
+def seed_count_text(rows: list[AblationRow], half_width: float = 5.0) -> str:
+    """How the seed count follows from the measured spread: for the headline comparison (the
+    last row against the first, Ours against the Baseline), the mAP interval now and the
+    seeds per row that make it no wider than ``+-half_width`` points at the measured stds."""
+    base, ours = rows[0], rows[-1]
+    diff = welch_difference(ours.values["mAP"], base.values["mAP"])
+    needed = seeds_for_half_width(ours.std("mAP"), base.std("mAP"), half_width)
+    now = (
+        "no interval yet (a row has one seed)"
+        if diff.low is None
+        else f"{diff.text()} (half-width {diff.half_width:.2f}; "
+        f"{'resolved: excludes zero' if diff.resolved else 'not resolved: includes zero'})"
+    )
+    need = "more than 100" if needed is None else f"{needed} seeds per row"
+    return (
+        f"Headline difference, {ours.name} minus {base.name}, mAP with its "
+        f"{100 * CONFIDENCE:.0f}% Welch interval over {len(ours.seeds)} and {len(base.seeds)} "
+        f"seeds: {now}. Seed std of mAP: {ours.std('mAP'):.2f} ({ours.name}), "
+        f"{base.std('mAP'):.2f} ({base.name}); at these stds an interval of at most "
+        f"±{half_width:g} points needs {need} (the comparison is resolved either when its "
+        "interval excludes zero or when it is that narrow)."
+    )
+
+
+def machines_text(rows: list[AblationRow]) -> str:
+    """The machines the jobs ran on, with their job counts (from each job's
+    ``machine.json``)."""
+    counts: dict[str, int] = {}
+    unknown = 0
+    for r in rows:
+        for job in r.jobs:
+            machines = job_machines(job)
+            unknown += not machines
+            for line in dict.fromkeys(machine_line(m) for m in machines):
+                counts[line] = counts.get(line, 0) + 1
+    parts = [f"{line} ({n} job{'s' if n > 1 else ''})" for line, n in counts.items()]
+    if unknown:
+        parts.append(f"not recorded ({unknown} jobs)")
+    return "Machines: " + "; ".join(parts) + "."
 
 
 def jobs_table(rows: list[AblationRow]) -> str:
@@ -229,6 +330,14 @@ def _setting_line(rows: list[AblationRow]) -> str:
     )
 
 
+def _seed_sets(rows: list[AblationRow]) -> list[tuple[list[int], int]]:
+    """The distinct seed sets of the rows with how many rows have each."""
+    counts: dict[tuple[int, ...], int] = {}
+    for r in rows:
+        counts[tuple(r.seeds)] = counts.get(tuple(r.seeds), 0) + 1
+    return [(list(k), n) for k, n in counts.items()]
+
+
 def write_report(
     sweep_dirs: str | Path | Sequence[str | Path],
     out: str | Path | None = None,
@@ -246,7 +355,10 @@ def write_report(
     rows = collect(dirs)
     out_dir = Path(out) if out is not None else dirs[0]
     out_dir.mkdir(parents=True, exist_ok=True)
-    seeds = ", ".join(map(str, rows[0].seeds))
+    seeds = "; ".join(
+        f"{', '.join(map(str, seed_set))}" + ("" if len(rows) == n else f" for {n} rows")
+        for seed_set, n in _seed_sets(rows)
+    )
     md_path, csv_path, png_path = (out_dir / f"{name}.{ext}" for ext in ("md", "csv", "png"))
     data = OmegaConf.to_container(sweep_config(rows).data, resolve=True)
     try:
@@ -268,10 +380,22 @@ def write_report(
     sections = [
         f"# Ablation: {', '.join(map(str, dirs))}\n",
         f"Setting: {setting}. Percent on the test split, last checkpoint, mean ± sample std "
-        f"over seeds {seeds}. Δ: difference of the means to the first row. 'beyond spread': "
-        f"|Δ| larger than the sum of the two rows' stds. {PAPER_NOTE} {chance_text}\n",
+        f"over seeds ({seeds}). {PAPER_NOTE} {chance_text}\n",
+        machines_text(rows) + "\n",
         markdown_table(rows),
         f"\n![ablation]({png_path.name})\n",
+        "## Differences\n",
+        "Difference of the means (points) with its 95% Welch interval "
+        "[low, high] over seeds (unequal variances and seed counts). Resolved: the interval "
+        "excludes zero. The paper reports each row as an improvement on the one before and "
+        "Ours above all; a verdict says whether a difference is resolved and, if so, whether "
+        "it points the paper's way.\n",
+        differences_table(rows),
+        "\n" + seed_count_text(rows) + "\n",
+        "## Each seed\n",
+        "Test Rank-1 / mAP (percent) of each job.\n",
+        seeds_table(rows),
+        "",
     ]
     curves = _curves(rows)
     if curves:

@@ -11,9 +11,11 @@ naming the jobs and directories:
 * a job some directory's ``multirun.yaml`` expects that is finished in none of them
   (missing, or unfinished: no ``metrics.json``); a job a part left unfinished counts once
   another directory holds it finished;
-* rows with different seed sets (the means would not be comparable);
+* rows that do not all hold the seeds of the row with the fewest (rows may have more seeds
+  than others, e.g. the two rows of the headline comparison);
 * jobs whose settings differ beyond their row and seed (data, schedule, trainer, ...), such
-  as parts run with different epochs.
+  as parts run with different epochs;
+* jobs trained at different resolved precisions (their ``machine.json``).
 """
 
 from __future__ import annotations
@@ -188,20 +190,44 @@ def _check_same_setting(jobs: list[Job]) -> None:
 
 
 def _check_seed_sets(jobs: list[Job]) -> None:
+    """Rows may have different seed counts (more seeds for the rows a comparison needs), but
+    every row must hold the seeds of the row with the fewest: means over disjoint seed sets
+    would differ by the seeds as much as by the rows."""
     seeds_by_row: dict[str, set[int]] = {}
     for job in jobs:
         seeds_by_row.setdefault(job.cfg.ablation.row, set()).add(int(job.cfg.seed))
-    all_seeds = set().union(*seeds_by_row.values())
+    core = min(seeds_by_row.values(), key=lambda seeds: (len(seeds), sorted(seeds)))
     lacking = [
-        f"{row}-seed{seed}"
-        for row, seeds in seeds_by_row.items()
-        for seed in sorted(all_seeds - seeds)
+        f"{row}-seed{seed}" for row, seeds in seeds_by_row.items() for seed in sorted(core - seeds)
     ]
     if lacking:
         raise SweepError(
-            f"rows have different seed sets (seeds {', '.join(map(str, sorted(all_seeds)))} "
-            f"occur): missing jobs {', '.join(lacking)}; run them, or leave out the folders "
+            f"rows do not share the seeds {', '.join(map(str, sorted(core)))} of the row with "
+            f"the fewest: missing jobs {', '.join(lacking)}; run them, or leave out the folders "
             "that add the other seeds"
+        )
+
+
+def job_machines(job_dir: Path) -> list[dict[str, Any]]:
+    """The machines a job ran on (its ``machine.json``: one entry per start, resumes
+    included); [] for a job written before runs recorded them."""
+    path = Path(job_dir) / "machine.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def _check_same_precision(jobs: list[Job]) -> None:
+    """Every job must have trained at one resolved precision (``trainer.precision=auto``
+    resolves to bf16-mixed on some CPUs and 32-true on others: equal configs, different
+    arithmetic)."""
+    seen: dict[str, Path] = {}
+    for job in jobs:
+        for machine in job_machines(job.path):
+            seen.setdefault(str(machine.get("precision")), job.path)
+    if len(seen) > 1:
+        listed = ", ".join(f"{precision} (e.g. {path})" for precision, path in seen.items())
+        raise SweepError(
+            f"jobs trained at different precisions: {listed}; one table must not mix them "
+            "(fix trainer.precision, e.g. 32-true, and rerun the odd part)"
         )
 
 
@@ -248,6 +274,7 @@ def collect(sweep_dirs: str | Path | Sequence[str | Path]) -> list[AblationRow]:
     jobs = [job_list[0] for job_list in by_key.values()]
     _check_seed_sets(jobs)
     _check_same_setting(jobs)
+    _check_same_precision(jobs)
     return _rows(jobs)
 
 
