@@ -44,3 +44,23 @@ def test_unknown_evaluation_precision_lists_the_allowed_values(train_cfg_factory
         ConfigError, match=r"evaluation.precision='fp16' .* allowed values: 32, bf16"
     ):
         validate_train_config(cfg)
+
+
+def test_cpu_model_and_machine_line() -> None:
+    from reid_attn.machine import cpu_model, machine_line
+
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: sse avx2\n"
+    assert cpu_model(cpuinfo) == "AMD EPYC 7B13"
+    assert cpu_model("flags : sse\n")  # no model name: the platform's description
+    info = {
+        "cpu": "AMD EPYC 7B13",
+        "cores": 2,
+        "threads": 1,
+        "native_bf16": False,
+        "torch": "2.9.0",
+        "cuda": None,
+        "precision": "32-true",
+    }
+    assert machine_line(info) == (
+        "AMD EPYC 7B13, 2 cores (1 threads), native bf16 no, torch 2.9.0, precision 32-true"
+    )

@@ -55,6 +55,41 @@ def test_checkpoint_loads_weights_only_with_plain_hyperparameters(trained_run) -
     assert hparams["data"]["synthetic"]["generator_version"] == GENERATOR_VERSION
 
 
+def test_best_checkpoint_is_weights_only_and_evaluates_last_stays_resumable(
+    trained_run, compose_cfg, tmp_path
+) -> None:
+    """The best-epoch checkpoint drops the optimiser state (a third of last.ckpt's size with
+    Adam's two moments) yet evaluates; last.ckpt keeps what a resume restores."""
+    run_dir, results = trained_run
+    (best_path,) = (run_dir / "checkpoints").glob("best-epoch*.ckpt")
+    last_path = run_dir / "checkpoints" / "last.ckpt"
+    best = torch.load(best_path, weights_only=True)
+    last = torch.load(last_path, weights_only=True)
+    assert "optimizer_states" not in best and "lr_schedulers" not in best
+    assert last["optimizer_states"] and last["lr_schedulers"] and "loops" in last
+    assert best_path.stat().st_size < 0.5 * last_path.stat().st_size
+    # one epoch: the best epoch is the last one, so it reproduces the run's test figures
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in last["state_dict"].items())
+    cfg = compose_cfg("evaluate", [f"ckpt_path={best_path}", f"output_dir={tmp_path}"])
+    reloaded = evaluate(cfg)
+    assert {k: reloaded[k] for k in METRIC_NAMES} == {k: results[k] for k in METRIC_NAMES}
+
+
+def test_run_records_its_machine(trained_run) -> None:
+    from reid_attn.config import cpu_has_native_bf16
+    from reid_attn.machine import cpu_model
+
+    run_dir, _ = trained_run
+    (machine,) = json.loads((run_dir / "machine.json").read_text())
+    assert machine["cpu"] == cpu_model() and machine["native_bf16"] == cpu_has_native_bf16()
+    assert machine["torch"] == torch.__version__ and machine["cores"] >= 1
+    from omegaconf import OmegaConf
+
+    saved_precision = OmegaConf.load(run_dir / "config.yaml").trainer.precision
+    assert saved_precision == "auto"  # the config keeps auto; machine.json says what it was
+    assert machine["precision"] in ("bf16-mixed", "32-true")
+
+
 def test_checkpoint_of_another_synthetic_renderer_is_refused(trained_run, compose_cfg, tmp_path):
     run_dir, _ = trained_run
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
