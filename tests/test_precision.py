@@ -15,11 +15,23 @@ ZEN4_FLAGS = "flags\t\t: fpu vme avx2 avx512f avx512_bf16 avx512_vnni\n"
 SKYLAKE_FLAGS = "processor\t: 0\nflags\t\t: fpu vme avx2 avx512f avx512bw\nbugs\t\t: amx_bf16\n"
 
 
-def test_native_bf16_is_read_from_the_cpu_flags_line_only() -> None:
+def test_native_bf16_is_read_from_the_cpu_flags_line_only(monkeypatch) -> None:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert cpu_has_native_bf16(ZEN4_FLAGS)
     assert cpu_has_native_bf16("flags : sse amx_bf16 amx_tile\n")
     assert not cpu_has_native_bf16(SKYLAKE_FLAGS)  # the name elsewhere does not count
     assert not cpu_has_native_bf16("")
+
+
+@pytest.mark.parametrize(
+    ("isa", "native"),
+    [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("ALL", True)],
+)
+def test_a_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch, isa, native) -> None:
+    """ONEDNN_MAX_CPU_ISA=AVX2 (how the suite runs as a CPU without AVX-512 would) leaves
+    PyTorch's convolutions without bf16 instructions: precision=auto then picks float32."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert cpu_has_native_bf16(ZEN4_FLAGS) is native
 
 
 def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,9 +130,26 @@ def validate_train_config(cfg: DictConfig) -> None:
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+#: ``ONEDNN_MAX_CPU_ISA`` values that leave oneDNN (PyTorch's CPU convolutions) without bf16
+#: instructions: capping it so makes a CPU with native bf16 compute as one without.
+ISAS_WITHOUT_BF16 = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+)
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU has native bfloat16 arithmetic (a flag of :data:`NATIVE_BF16_FLAGS`
-    in ``cpuinfo``, by default ``/proc/cpuinfo``; False where that cannot be read)."""
+    in ``cpuinfo``, by default ``/proc/cpuinfo``; False where that cannot be read) that
+    PyTorch may use: False as well when ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below bf16
+    (:data:`ISAS_WITHOUT_BF16`, e.g. ``AVX2`` to run as a CPU without AVX-512 would)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_BF16:
+        return False
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
