@@ -4,6 +4,7 @@ points report bad input."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -16,6 +17,8 @@ from typing import IO, Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from reid_attn.callbacks import NonFiniteLossError
@@ -82,6 +85,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         atomic_write(path, lambda file: torch.save(checkpoint, file))
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued (its header read,
+    new lines appended) instead of deleted."""
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir)
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as handle:
+                self.metrics_keys = sorted(next(csv.reader(handle), []))
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's deletes the earlier metrics.csv
+        pass
+
+
+class ResumedCSVLogger(CSVLogger):
+    """CSVLogger for a resumed run: ``csv/metrics.csv`` keeps the lines logged before the kill
+    (Lightning's own logger deletes the file when it starts), so the validation curve of a
+    resumed run covers all its epochs (a replayed epoch's lines appear twice; readers keep
+    the last)."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        """The writer, created on first use with the run's earlier lines kept."""
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def write_metrics(results: dict[str, Any], output_dir: str | Path) -> Path:

@@ -26,6 +26,7 @@ from reid_attn.models.pretrained import load_imagenet_weights
 from reid_attn.module import ReIDModule
 from reid_attn.run_files import (
     AtomicCheckpointIO,
+    ResumedCSVLogger,
     format_metrics,
     prepare_output_dir,
     run_entry,
@@ -42,9 +43,11 @@ def build_trainer(
     seed: int = 0,
     loss_check_every_n_steps: int = 1,
     last_every_n_epochs: int = 1,
+    resume: bool = False,
 ) -> tuple[pl.Trainer, Path]:
     """Trainer from ``trainer_cfg`` with checkpoints in ``output_dir/checkpoints`` (written
-    atomically), CSV and TensorBoard logs in ``output_dir``, per-epoch re-seeding from
+    atomically), CSV and TensorBoard logs in ``output_dir`` (with ``resume``, the killed
+    run's CSV log is continued, not replaced), per-epoch re-seeding from
     ``seed``, a stop at the first non-finite loss (read every ``loss_check_every_n_steps``
     steps), and the rich progress bar when enabled.
     Returns the trainer and the path of ``last.ckpt``.
@@ -86,7 +89,7 @@ def build_trainer(
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     loggers = [
-        CSVLogger(save_dir=output_dir, name="csv", version=""),
+        (ResumedCSVLogger if resume else CSVLogger)(save_dir=output_dir, name="csv", version=""),
         TensorBoardLogger(save_dir=output_dir, name="tensorboard", version=""),
     ]
     # Without a validation split there is nothing to validate, whatever limit_val_batches says.
@@ -188,6 +191,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.seed,
         cfg.get("loss_check_every_n_steps", 1),
         cfg.checkpoint.get("every_n_epochs", 1),
+        resume=resume_from is not None,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     objective = best_validation_value(trainer, cfg.objective) if cfg.get("objective") else None
