@@ -107,6 +107,7 @@ def test_optimizer_and_schedule_come_from_config(compose_cfg) -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
+@pytest.mark.numerics
 def test_compute_distance_matches_cdist() -> None:
     torch.manual_seed(0)
     q, g = torch.randn(7, 16), torch.randn(11, 16)

@@ -50,6 +50,7 @@ def brute_force(q, g, k, metric, excluded=None):
     return np.take_along_axis(dist, order, 1), order
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_exact_topk_equals_a_full_stable_sort_across_blocks(metric) -> None:
     g, q = clustered(300, 24, 20, 0.3, seed=0, num_queries=40)
@@ -62,6 +63,7 @@ def test_exact_topk_equals_a_full_stable_sort_across_blocks(metric) -> None:
     assert got.indices[-1, 0] == 7 and got.indices[-1, 1] == 150
 
 
+@pytest.mark.numerics
 def test_exact_topk_excludes_same_camera_and_pads_rows() -> None:
     g, q = clustered(50, 8, 5, 0.2, seed=2, num_queries=9)
     rng = np.random.default_rng(4)

@@ -31,6 +31,7 @@ def _module(compose_cfg, *overrides: str) -> ReIDModule:
     )
 
 
+@pytest.mark.numerics
 def test_channels_last_gives_the_same_embeddings_and_gradients(compose_cfg) -> None:
     """The memory format changes the layout, not the arithmetic: in float64 the two formats
     agree to rounding (1e-9 relative). In float32 they do not by a margin that holds on every
@@ -63,6 +64,7 @@ def test_channels_last_gives_the_same_embeddings_and_gradients(compose_cfg) -> N
         torch.testing.assert_close(nhwc(images), plain(images), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.numerics
 def test_bf16_autocast_step_is_close_to_fp32(compose_cfg) -> None:
     module = _module(compose_cfg)
     module.eval()
