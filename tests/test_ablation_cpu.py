@@ -52,6 +52,7 @@ def _run_part(tmp_path: Path, *lanes: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_part_runs_lanes_copies_records_and_resumes_a_killed_job(tmp_path) -> None:
     done = _run_part(tmp_path, "baseline:0", "cbam:0")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -555,3 +555,25 @@ def test_unknown_group_value_on_the_command_line_lists_the_choices(tmp_path) -> 
     for option in ("cpu", "ddp", "ddp_cpu", "gpu"):
         assert f"\t{option}\n" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_resumed_run_continues_its_csv_log(tmp_path) -> None:
+    """Lightning's CSVLogger deletes csv/metrics.csv when it starts; a resumed run's logger
+    keeps the lines of the epochs before the kill and appends, new columns included."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    from reid_attn.run_files import ResumedCSVLogger
+    from reid_attn.validation_curves import read_validation_log
+
+    first = CSVLogger(save_dir=tmp_path, name="csv", version="")
+    first.log_metrics({"epoch": 0, "val/mAP": 0.25, "val/rank1": 0.5}, step=9)
+    first.save()
+    resumed = ResumedCSVLogger(save_dir=tmp_path, name="csv", version="")
+    resumed.log_metrics({"epoch": 1, "val/mAP": 0.5, "val/rank1": 0.75}, step=19)
+    resumed.log_metrics({"epoch": 1, "test/mAP": 0.4}, step=19)
+    resumed.save()
+    log = read_validation_log(tmp_path)
+    assert log.epochs.tolist() == [1, 2]
+    assert log.values["mAP"].tolist() == [25.0, 50.0]
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert sorted(header) == ["epoch", "step", "test/mAP", "val/mAP", "val/rank1"]
