@@ -577,3 +577,26 @@ def test_a_resumed_run_continues_its_csv_log(tmp_path) -> None:
     assert log.values["mAP"].tolist() == [25.0, 50.0]
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert sorted(header) == ["epoch", "step", "test/mAP", "val/mAP", "val/rank1"]
+
+
+def test_pace_is_printed_once_after_the_first_epoch(capsys) -> None:
+    from types import SimpleNamespace
+
+    from reid_attn.callbacks import EstimateRunTime, format_duration
+
+    times = iter([100.0, 190.0, 280.0])
+    callback = EstimateRunTime(clock=lambda: next(times))
+    trainer = SimpleNamespace(current_epoch=3, max_epochs=18, is_global_zero=True)  # resumed
+    callback.on_train_epoch_start(trainer, None)
+    assert capsys.readouterr().out == ""
+    trainer.current_epoch = 4
+    callback.on_train_epoch_start(trainer, None)
+    # 90 s an epoch, 14 epochs left (4..17): 1260 s
+    assert capsys.readouterr().out == (
+        "pace: 1 min 30 s an epoch on this machine; the remaining 14 of 18 epochs take about "
+        "21 min 00 s (then the test)\n"
+    )
+    trainer.current_epoch = 5
+    callback.on_train_epoch_start(trainer, None)
+    assert capsys.readouterr().out == ""
+    assert format_duration(42.4) == "42 s" and format_duration(3725) == "1 h 02 min"

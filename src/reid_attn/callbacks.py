@@ -1,8 +1,9 @@
-"""Lightning callbacks that make a run reproducible across a kill and stop it on a bad loss.
+"""Lightning callbacks: a run reproducible across a kill, stopped on a bad loss, its pace told.
 
 * :class:`SeedEachEpoch` makes every random draw of a training epoch a function of
   ``(seed, epoch, rank)`` alone, so an epoch replayed after ``resume=true`` is the epoch an
   uninterrupted run trains.
+* :class:`EstimateRunTime` prints, after the first epoch, how long the run will take here.
 * :class:`StopOnNonFiniteLoss` stops training at the first NaN / inf loss, before the
   optimiser applies it, naming the step and the last checkpoint (which is never overwritten
   by the broken weights).
@@ -11,6 +12,8 @@
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,4 +126,44 @@ class StopOnNonFiniteLoss(pl.Callback):
             f"training stopped: the loss is {shown} {where} "
             f"(epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); "
             f"{kept}. Lower optimizer.lr or check the data and train again"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """``"4 min 05 s"`` (or ``"1 h 02 min"`` from an hour on, ``"42 s"`` under a minute)."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+class EstimateRunTime(pl.Callback):
+    """After the first epoch trained in this process (training, validation and checkpoints
+    included), print how long the remaining epochs will take on this machine at that pace:
+    this project's machines differ about 3x in speed, so a fixed figure in the docs cannot say.
+    The first epoch's extra cost (warm-up of the kernels) makes it a slight overestimate."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started: tuple[int, float] | None = None
+        self.printed = False
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        now = self.clock()
+        if self.started is None:
+            self.started = (trainer.current_epoch, now)
+            return
+        if self.printed or not trainer.is_global_zero:
+            return
+        self.printed = True
+        first_epoch, start = self.started
+        per_epoch = (now - start) / (trainer.current_epoch - first_epoch)
+        left = trainer.max_epochs - trainer.current_epoch
+        print(
+            f"pace: {format_duration(per_epoch)} an epoch on this machine; the remaining "
+            f"{left} of {trainer.max_epochs} epochs take about {format_duration(left * per_epoch)} "
+            "(then the test)",
+            flush=True,
         )

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from reid_attn.callbacks import SeedEachEpoch, StopOnNonFiniteLoss
+from reid_attn.callbacks import EstimateRunTime, SeedEachEpoch, StopOnNonFiniteLoss
 from reid_attn.config import resolve_precision, validate_sampling, validate_train_config
 from reid_attn.data import ReIDDataModule
 from reid_attn.models.pretrained import load_imagenet_weights
@@ -47,9 +47,9 @@ def build_trainer(
 ) -> tuple[pl.Trainer, Path]:
     """Trainer from ``trainer_cfg`` with checkpoints in ``output_dir/checkpoints`` (written
     atomically), CSV and TensorBoard logs in ``output_dir`` (with ``resume``, the killed
-    run's CSV log is continued, not replaced), per-epoch re-seeding from
-    ``seed``, a stop at the first non-finite loss (read every ``loss_check_every_n_steps``
-    steps), and the rich progress bar when enabled.
+    run's CSV log is continued, not replaced), per-epoch re-seeding from ``seed``, its pace
+    printed after the first epoch, a stop at the first non-finite loss (read every
+    ``loss_check_every_n_steps`` steps), and the rich progress bar when enabled.
     Returns the trainer and the path of ``last.ckpt``.
 
     ``last.ckpt`` is rewritten after every epoch (every ``last_every_n_epochs``: a resume
@@ -85,6 +85,7 @@ def build_trainer(
         *checkpoints,
         SeedEachEpoch(seed),
         StopOnNonFiniteLoss(last_path, loss_check_every_n_steps),
+        EstimateRunTime(),
     ]
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
