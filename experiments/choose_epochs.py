@@ -3,7 +3,8 @@
 The measuring runs train at a constant learning rate after the warm-up
 (``scheduler.milestones=[]``) and validate every epoch (held-out training identities, never
 the test split). A run's curve has levelled off at the first epoch after which its
-validation mAP gains at most ``--tolerance`` points, confirmed by ``--confirm`` later
+validation mAP (its trailing mean over ``--window`` validations, against a small validation
+split's noise) gains at most ``--tolerance`` points, confirmed by ``--confirm`` later
 validations (:func:`reid_attn.validation_curves.levelled_epoch`). The sweep's schedule puts
 its first learning-rate decay no earlier than that: ``E = 1.5 x`` the latest levelled epoch
 of the runs, rounded up to a multiple of ``--multiple``, decays x0.1 at ``2/3 E`` and
@@ -40,7 +41,7 @@ def sweep_epochs(levelled: int, multiple: int = 5) -> int:
 
 
 def choose(
-    run_dirs: list[Path], tolerance: float, confirm: int, multiple: int
+    run_dirs: list[Path], tolerance: float, confirm: int, multiple: int, window: int = 1
 ) -> dict[str, object]:
     """Each run's levelled epoch and, when all have levelled off, the sweep's epochs and
     milestones (None otherwise). Raises SystemExit naming a run without a validation log."""
@@ -52,7 +53,7 @@ def choose(
         curve = row_curve(run.name, [log])
         curves.append(curve)
         runs[run.name] = {
-            "levelled_epoch": curve.levelled(tolerance, confirm),
+            "levelled_epoch": curve.levelled(tolerance, confirm, window),
             "last_epoch": int(log.epochs[-1]),
             "last_val_mAP": round(float(log.values["mAP"][-1]), 2),
             "best_val_mAP": round(float(log.values["mAP"].max()), 2),
@@ -63,6 +64,7 @@ def choose(
         "runs": runs,
         "tolerance": tolerance,
         "confirm": confirm,
+        "window": window,
         "epochs": epochs,
         "milestones": None if epochs is None else milestones_for(epochs),
         "curves": curves,
@@ -76,6 +78,9 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1.0, help="points of val mAP")
     parser.add_argument("--confirm", type=int, default=2, help="later validations required")
     parser.add_argument("--multiple", type=int, default=5, help="round epochs up to this")
+    parser.add_argument(
+        "--window", type=int, default=1, help="trailing mean over this many validations first"
+    )
     parser.add_argument("--milestones", type=int, metavar="EPOCHS", help="print the decays")
     args = parser.parse_args()
     if args.milestones is not None:
@@ -83,7 +88,7 @@ def main() -> None:
         return
     if not args.runs:
         parser.error("give the measuring runs' folders (or --milestones EPOCHS)")
-    result = choose(args.runs, args.tolerance, args.confirm, args.multiple)
+    result = choose(args.runs, args.tolerance, args.confirm, args.multiple, args.window)
     curves = result.pop("curves")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,8 @@
 sweep's job folders are gone, with the chance level of the test split the train-config
 overrides name (computed exactly, the synthetic data generated if absent):
 
-    .venv/bin/python experiments/replot_ablation.py experiments/results/ablation_synthetic.csv \
-        experiments/results/ablation_synthetic.png --title "..." experiment=ablation_synthetic
+    .venv/bin/python experiments/replot_ablation.py experiments/results/ablation_cpu.csv \
+        experiments/results/ablation_cpu.png --title "..." experiment=ablation_cpu
 """
 
 from __future__ import annotations

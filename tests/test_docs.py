@@ -87,7 +87,7 @@ PLACEHOLDERS = {
     "hydra.run.dir=outputs/train/<run>": "resume_dir_override",
     "outputs/train/<run>": "doc_run",
     "outputs/train/<run2>": "doc_run2",
-    "outputs/ablation_synthetic/<sweep>": "doc_sweep_copy",
+    "outputs/ablation_cpu/<sweep>": "doc_sweep_copy",
     "outputs/search/<sweep>": "doc_search",
     "/path/to/market1501": "fake_market1501",
     "/path/to/dukemtmc": "fake_dukemtmc",
@@ -487,14 +487,14 @@ def doc_run2(tmp_path_factory, doc_env) -> Path:
 def doc_sweep(tmp_path_factory, doc_env) -> Path:
     """A tiny ablation sweep: two rows, one seed."""
     root = tmp_path_factory.mktemp("doc_sweep")
-    args = ["--multirun", "experiment=ablation_synthetic", "ablation=baseline,cbam", "seed=0"]
+    args = ["--multirun", "experiment=ablation_cpu", "ablation=baseline,cbam", "seed=0"]
     _train([*args, "debug=fast", f"hydra.sweep.dir={root / 'sweep'}"], root, doc_env)
     return drop_checkpoints(root / "sweep")
 
 
 @pytest.fixture
 def doc_sweep_copy(doc_sweep, tmp_path) -> Path:
-    """``outputs/ablation_synthetic/<sweep>``: a copy, since the report writes into it."""
+    """``outputs/ablation_cpu/<sweep>``: a copy, since the report writes into it."""
     return Path(shutil.copytree(doc_sweep, tmp_path / "sweep"))
 
 

@@ -115,3 +115,20 @@ def test_epoch_seconds_from_tensorboard_wall_times(tmp_path) -> None:
             writer.add_scalar("train/loss_step", 1.0, 10 * epoch + 5, walltime=wall - 3)
             writer.add_scalar("train/loss_epoch", 1.0, 10 * epoch + 9, walltime=wall)
     assert epoch_seconds(tmp_path).tolist() == pytest.approx([12.5, 7.5, 11.0])
+
+
+def test_trailing_mean_and_settled_at_end_by_hand() -> None:
+    from reid_attn.validation_curves import settled_at_end, trailing_mean
+
+    np.testing.assert_allclose(trailing_mean([3, 6, 9, 0], 3), [3, 4.5, 6, 5])
+    np.testing.assert_allclose(trailing_mean([3, 6], 1), [3, 6])
+    assert settled_at_end([10, 50, 50.4, 49.6, 50.5])  # max - min of the last 3 = 0.9
+    assert not settled_at_end([50, 51.2, 50])
+    assert settled_at_end([50, 51.2, 50], tolerance=1.5)
+    assert not settled_at_end([50, 50])  # fewer validations than asked
+    # RowCurve.levelled applies the trailing mean before the levelling rule
+    values = np.array([0, 30, 60, 90, 61, 62.0])
+    log = ValidationLog(np.arange(1, 7), {"mAP": values, "rank1": np.zeros(6)})
+    curve = row_curve("r", [log])
+    assert curve.levelled(1.0, 1) == 4  # the spike of 90 at epoch 4 is never exceeded
+    assert curve.levelled(1.0, 1, window=3) == 5  # means 0 15 30 60 70.3 71

@@ -304,17 +304,20 @@ def _curves(rows: list[AblationRow]) -> list[RowCurve]:
 
 
 def curves_table(curves: list[RowCurve]) -> str:
-    """Per row: last validated epoch, mean validation figures there, and the epoch from
-    which the mean validation mAP gains at most 1 point (confirmed by 2 later validations)."""
+    """Per row: last validated epoch, mean validation figures there, the epoch from which the
+    mean validation mAP gains at most 1 point (confirmed by 2 later validations), and whether
+    its last three validations lie within 1 point (levelled off by the end)."""
     lines = [
-        "| row | last epoch | val Rank-1 | val mAP | val mAP levelled from epoch |",
-        "|---|---:|---:|---:|---|",
+        "| row | last epoch | val Rank-1 | val mAP | val mAP levelled from epoch "
+        "| last 3 validations within 1 point |",
+        "|---|---:|---:|---:|---|---|",
     ]
     for c in curves:
         levelled = c.levelled()
         lines.append(
             f"| {c.name} | {c.epochs[-1]} | {c.mean['rank1'][-1]:.2f} | {c.mean['mAP'][-1]:.2f} "
-            f"| {'not levelled' if levelled is None else levelled} |"
+            f"| {'not levelled' if levelled is None else levelled} "
+            f"| {'yes' if c.settled() else 'no'} |"
         )
     return "\n".join(lines)
 

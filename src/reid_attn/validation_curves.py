@@ -61,6 +61,21 @@ def levelled_epoch(
     return None
 
 
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Each value averaged with the ``window - 1`` validations before it (fewer at the start):
+    tames the noise of a small validation split (16 identities: +-5 mAP points from one
+    epoch to the next at a constant learning rate)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.array([values[max(0, i - window + 1) : i + 1].mean() for i in range(len(values))])
+
+
+def settled_at_end(values: np.ndarray, count: int = 3, tolerance: float = 1.0) -> bool:
+    """Whether the last ``count`` validations lie within ``tolerance`` points of each other
+    (a finished schedule's curve has levelled off by its end)."""
+    last = np.asarray(values, dtype=np.float64)[-count:]
+    return len(last) == count and float(last.max() - last.min()) <= tolerance
+
+
 @dataclass
 class RowCurve:
     """One ablation row's curves over its seeds, at the epochs every seed validated:
@@ -73,9 +88,15 @@ class RowCurve:
     high: dict[str, np.ndarray]
     seeds: int
 
-    def levelled(self, tolerance: float = 1.0, confirm: int = 2) -> int | None:
-        """:func:`levelled_epoch` of the mean validation mAP."""
-        return levelled_epoch(self.epochs, self.mean["mAP"], tolerance, confirm)
+    def levelled(self, tolerance: float = 1.0, confirm: int = 2, window: int = 1) -> int | None:
+        """:func:`levelled_epoch` of the mean validation mAP (its :func:`trailing_mean` over
+        ``window`` validations)."""
+        values = trailing_mean(self.mean["mAP"], window)
+        return levelled_epoch(self.epochs, values, tolerance, confirm)
+
+    def settled(self, count: int = 3, tolerance: float = 1.0) -> bool:
+        """:func:`settled_at_end` of the mean validation mAP."""
+        return settled_at_end(self.mean["mAP"], count, tolerance)
 
 
 def row_curve(name: str, logs: list[ValidationLog]) -> RowCurve:
