@@ -161,6 +161,7 @@ def test_script_syntax_and_usage(tmp_path) -> None:
         assert proc.returncode != 0 and "usage: bash experiments/ablation_gpu.sh" in proc.stderr
 
 
+@pytest.mark.slow  # end to end: subprocess runs of whole sweeps (make test-slow)
 def test_script_sweep_stage_on_tiny_settings(tmp_path) -> None:
     proc = _run_script(tmp_path, "sweep", "3", "2", "tri", LANES="1", SWEEP_LIMIT="800")
     out = tmp_path / "out"

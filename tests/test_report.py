@@ -470,6 +470,7 @@ def test_cli_merges_folders_into_out_with_a_name(tmp_path, capsys) -> None:
 # ---------------------------------------------------------------------- real sweeps, presets
 
 
+@pytest.mark.slow  # end to end: subprocess runs of whole sweeps (make test-slow)
 def test_multirun_jobs_are_independent_and_reported(tmp_path) -> None:
     """Two ablation jobs in one process give the same metrics as the second job run alone."""
     sweep = tmp_path / "sweep"

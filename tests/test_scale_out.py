@@ -52,6 +52,7 @@ def test_slurm_launcher_renders_the_documented_settings(tmp_path) -> None:
     assert "hydra/launcher/slurm" in info.stdout and "submitit_slurm" in info.stdout
 
 
+@pytest.mark.slow  # end to end: subprocess runs of whole sweeps (make test-slow)
 def test_submitit_local_runs_the_ablation_sweep_and_the_report_collects_it(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_train_cli(
@@ -73,6 +74,7 @@ def test_submitit_local_runs_the_ablation_sweep_and_the_report_collects_it(tmp_p
     assert [row.row for row in collect(sweep)] == ["tri", "cbam"]
 
 
+@pytest.mark.slow  # end to end: subprocess runs of whole sweeps (make test-slow)
 def test_parallel_launcher_runs_two_jobs_at_once(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_train_cli(
