@@ -74,5 +74,5 @@ def test_cpu_model_and_machine_line() -> None:
         "precision": "32-true",
     }
     assert machine_line(info) == (
-        "AMD EPYC 7B13, 2 cores (1 threads), native bf16 no, torch 2.9.0, precision 32-true"
+        "AMD EPYC 7B13, 2 cores (1 thread), native bf16 no, torch 2.9.0, precision 32-true"
     )

@@ -202,6 +202,10 @@ def test_single_seed_report_has_zero_std(tmp_path) -> None:
     rows = collect(_fabricate(tmp_path / "sweep", tmp_path / "data", seeds=(0,)))
     assert [len(r.seeds) for r in rows] == [1] * 6
     assert all(r.std("mAP") == 0.0 for r in rows)
+    from reid_attn.report import seed_count_text
+
+    text = seed_count_text(rows)  # no spread with one seed: no seed count either
+    assert "mAP: +25.00 points" in text and "unknown until both rows have at least two" in text
 
 
 def test_missing_and_unfinished_jobs_are_listed(tmp_path) -> None:

@@ -53,7 +53,8 @@ def machine_line(info: dict[str, Any]) -> str:
     """One line for a results file: ``CPU, N cores (T threads), native bf16 yes|no, torch V,
     precision P`` (and the GPU when there is one)."""
     parts = [
-        f"{info['cpu']}, {info['cores']} cores ({info['threads']} threads)",
+        f"{info['cpu']}, {info['cores']} core{'s' if info['cores'] != 1 else ''} "
+        f"({info['threads']} thread{'s' if info['threads'] != 1 else ''})",
         f"native bf16 {'yes' if info['native_bf16'] else 'no'}",
         f"torch {info['torch']}",
     ]

@@ -235,6 +235,12 @@ def seed_count_text(rows: list[AblationRow], half_width: float = 5.0) -> str:
     seeds per row that make it no wider than ``+-half_width`` points at the measured stds."""
     base, ours = rows[0], rows[-1]
     diff = welch_difference(ours.values["mAP"], base.values["mAP"])
+    if min(len(ours.seeds), len(base.seeds)) < 2:
+        return (
+            f"Headline difference, {ours.name} minus {base.name}, mAP: {diff.delta:+.2f} "
+            "points; its interval, and the seeds a resolved comparison needs, follow from the "
+            "seed spread, unknown until both rows have at least two seeds."
+        )
     needed = seeds_for_half_width(ours.std("mAP"), base.std("mAP"), half_width)
     now = (
         "no interval yet (a row has one seed)"
