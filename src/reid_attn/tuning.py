@@ -35,6 +35,7 @@ from typing import Any
 
 import optuna
 import pytorch_lightning as pl
+import sqlalchemy.exc
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from optuna.distributions import (
@@ -76,6 +77,8 @@ NOT_COMPARED = (
 )
 #: Trials that take a place of ``tune.n_trials``: finished ones and those running or queued.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+#: Attempts at opening an RDB storage that other workers are creating at the same moment.
+STORAGE_ATTEMPTS = 5
 #: The study's default storage, a journal file in the search folder.
 DEFAULT_JOURNAL = "study.journal"
 #: Files the search writes into its folder.
@@ -242,19 +245,12 @@ def open_storage(
     times) after ``2 * heartbeat_s``; any other string, a journal file at that path.
     Raises :class:`ConfigError` naming the storage, in one line."""
     try:
-        if storage is None or "://" not in str(storage):
-            path = Path(storage).expanduser() if storage else search_dir / DEFAULT_JOURNAL
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
-        return RDBStorage(
-            str(storage),
-            heartbeat_interval=heartbeat_s,
-            grace_period=2 * heartbeat_s,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retries),
-        )
-    except ModuleNotFoundError as exc:
+        with quiet_experimental():
+            return _open_storage(storage, search_dir, heartbeat_s, max_retries)
+    except ImportError as exc:  # Optuna wraps the driver's ModuleNotFoundError
+        module = getattr(exc.__cause__, "name", None) or exc.name or "?"
         raise ConfigError(
-            f"tune.storage={storage}: its database driver is not installed (module {exc.name}); "
+            f"tune.storage={storage}: its database driver is not installed (module {module}); "
             "install it (e.g. pip install psycopg2-binary for postgresql://) or use sqlite:///"
         ) from exc
     except Exception as exc:
@@ -263,6 +259,42 @@ def open_storage(
             "such as sqlite:///search.db or postgresql://user:password@host/db, or the path of a "
             "journal file"
         ) from exc
+
+
+def _open_storage(
+    storage: str | None, search_dir: Path, heartbeat_s: int, max_retries: int
+) -> BaseStorage:
+    if storage is None or "://" not in str(storage):
+        path = Path(storage).expanduser() if storage else search_dir / DEFAULT_JOURNAL
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    # SQLite: wait for another worker's write instead of failing after SQLite's 5 s default
+    engine = {"connect_args": {"timeout": 60}} if str(storage).startswith("sqlite") else None
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            return RDBStorage(
+                str(storage),
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat_s,
+                grace_period=2 * heartbeat_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retries),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+            # workers that start together on a new database race to create its tables
+            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or "locked" in str(exc)
+            if not racing or attempt == STORAGE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def quiet_experimental() -> Iterator[None]:
+    """Hide Optuna's ExperimentalWarning (heartbeats, the retry callback, the plots) in the
+    block: the search relies on those parts on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
 
 
 def _first_line(exc: BaseException) -> str:
@@ -414,7 +446,8 @@ def fail_interrupted_trials(
     """Mark FAIL the RUNNING trials whose worker process is gone (on this host at once; on
     other hosts by the RDB storage's heartbeat) and re-queue each with its parameters, at most
     ``max_retries`` times per original trial. Returns the numbers of the trials failed here."""
-    retry = RetryHeartbeatStaleTrialCallback(max_retries)
+    with quiet_experimental():
+        retry = RetryHeartbeatStaleTrialCallback(max_retries)
     study_id = storage.get_study_id_from_name(study.study_name)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -423,14 +456,15 @@ def fail_interrupted_trials(
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
+            storage.set_trial_user_attr(trial_id, "note", "interrupted: its process is gone")
             if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:  # another worker got there first
             continue
-        storage.set_trial_user_attr(trial_id, "note", "interrupted: its process is gone")
         retry(study, storage.get_trial(trial_id))
         failed.append(trial.number)
-    optuna.storages.fail_stale_trials(study)  # heartbeats: RDB storages only
+    with quiet_experimental():
+        optuna.storages.fail_stale_trials(study)  # heartbeats: RDB storages only
     return failed
 
 
@@ -565,8 +599,7 @@ def run_search(
     search_dir = Path(cfg.output_dir).expanduser()
     validate_train_config(trial_config(cfg, {}, search_dir / "trial"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
+    with quiet_experimental():
         storage = open_storage(
             cfg.tune.storage, search_dir, cfg.tune.heartbeat_s, cfg.tune.max_retries
         )
