@@ -14,7 +14,8 @@ parameters. The machinery is :mod:`reid_attn.tuning`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,8 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from reid_attn.run_files import USER_ERRORS, run_entry
 
-#: The optional packages the search needs (the ``tune`` extra): import name -> requirement.
-OPTIONAL_DEPENDENCIES = {"optuna": "optuna>=4", "sqlalchemy": "optuna>=4", "alembic": "optuna>=4"}
+if TYPE_CHECKING:
+    import optuna
+
+#: Modules of the optional packages the search needs (the ``tune`` extra: Optuna and what it
+#: installs for its storages).
+OPTIONAL_MODULES = ("optuna", "sqlalchemy", "alembic")
+#: The oldest Optuna major version the search runs on.
 MIN_OPTUNA = 4
 
 
@@ -31,7 +37,7 @@ class MissingDependencyError(ImportError):
     """An optional package the command needs is not installed (or too old)."""
 
 
-def load_tuning() -> Any:
+def load_tuning() -> ModuleType:
     """The :mod:`reid_attn.tuning` module; :class:`MissingDependencyError` naming what to
     install when Optuna (>= 4) is missing."""
     hint = "pip install 'reid-attn[tune]' (or pip install 'optuna>=4')"
@@ -41,7 +47,7 @@ def load_tuning() -> Any:
         from reid_attn import tuning
     except ModuleNotFoundError as exc:
         root = (exc.name or "").split(".")[0]
-        if root not in OPTIONAL_DEPENDENCIES:
+        if root not in OPTIONAL_MODULES:
             raise
         raise MissingDependencyError(
             f"the hyper-parameter search needs Optuna >= {MIN_OPTUNA}, and module {root} is not "
@@ -60,7 +66,7 @@ def tune(
     cfg: DictConfig,
     overrides: Sequence[str] = (),
     sweep_params: Mapping[str, Any] | None = None,
-) -> Any:
+) -> optuna.Study:
     """Run or continue the search of ``cfg`` (conf/tune.yaml composed with the overrides);
     return the Optuna study. See :func:`reid_attn.tuning.run_search`."""
     return load_tuning().run_search(cfg, overrides, sweep_params)
