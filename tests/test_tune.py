@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -380,6 +381,15 @@ def test_bad_storage_is_a_config_error(tmp_path, storage, message) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         open_storage(storage, tmp_path)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # threads share
+def test_workers_starting_together_open_one_new_sqlite_database(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    with ThreadPoolExecutor(4) as pool:  # each open creates the tables or finds them
+        storages = list(pool.map(lambda _: open_storage(url, tmp_path), range(4)))
+    study = optuna.create_study(storage=storages[0], study_name="s")
+    assert optuna.load_study(study_name="s", storage=storages[3]).study_name == study.study_name
 
 
 def test_missing_optuna_is_one_clear_line(tmp_path, monkeypatch) -> None:

@@ -54,6 +54,11 @@ from reid_attn.config import ConfigError, validate_train_config
 from reid_attn.run_files import OutputError, config_differences
 from reid_attn.training import train
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; workers rely on the retries alone
+    fcntl = None
+
 #: ``tune.pruner`` values.
 PRUNER_NAMES = ("none", "median", "hyperband")
 #: Keys of a search-space leaf: a range, or a list of choices.
@@ -77,8 +82,10 @@ NOT_COMPARED = (
 )
 #: Trials that take a place of ``tune.n_trials``: finished ones and those running or queued.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-#: Attempts at opening an RDB storage that other workers are creating at the same moment.
+#: Attempts at opening an RDB storage that other workers are creating at the same moment, and
+#: what the database says when they collide (SQLite, PostgreSQL, MySQL wordings).
 STORAGE_ATTEMPTS = 5
+SCHEMA_RACE_MARKERS = ("locked", "already exists", "no such table", "duplicate key")
 #: The study's default storage, a journal file in the search folder.
 DEFAULT_JOURNAL = "study.journal"
 #: Files the search writes into its folder.
@@ -272,20 +279,43 @@ def _open_storage(
     engine = {"connect_args": {"timeout": 60}} if str(storage).startswith("sqlite") else None
     for attempt in range(STORAGE_ATTEMPTS):
         try:
-            return RDBStorage(
-                str(storage),
-                engine_kwargs=engine,
-                heartbeat_interval=heartbeat_s,
-                grace_period=2 * heartbeat_s,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retries),
-            )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+            with creation_lock(str(storage)):
+                return RDBStorage(
+                    str(storage),
+                    engine_kwargs=engine,
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=2 * heartbeat_s,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retries),
+                )
+        except sqlalchemy.exc.DBAPIError as exc:
             # workers that start together on a new database race to create its tables
-            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or "locked" in str(exc)
+            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or any(
+                marker in str(exc) for marker in SCHEMA_RACE_MARKERS
+            )
             if not racing or attempt == STORAGE_ATTEMPTS - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def creation_lock(url: str) -> Iterator[None]:
+    """For a SQLite file URL, hold an exclusive lock on ``<database>.lock`` (the processes of
+    one machine open, and maybe create, the database one at a time); else nothing."""
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    if not path or path.startswith(":memory:") or fcntl is None:
+        yield
+        return
+    lock_path = Path(path.split("?")[0] + ".lock")
+    if not lock_path.parent.is_dir():  # SQLite names the missing folder itself
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
