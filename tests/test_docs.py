@@ -7,8 +7,10 @@ fences. Each command is matched by a rule (:func:`plan_command`) that says how i
 
 * ``python -m reid_attn.train ...``: ``debug=fast`` appended (train.yaml's defaults list puts
   ``debug`` after ``experiment``, so it wins); a multirun of an ``experiment=ablation*`` keeps
-  two rows and one seed, an Optuna search two trials; ``resume=true`` first runs the same
-  command without it into the folder it resumes. Every job must write its ``metrics.json``.
+  two rows and one seed; ``resume=true`` first runs the same command without it into the
+  folder it resumes. Every job must write its ``metrics.json``.
+* ``python -m reid_attn.tune ...``: ``debug=fast`` and ``tune.n_trials=2``; the search must
+  leave ``trials.csv``, ``tuned/best.yaml`` and its trials' ``metrics.json``.
 * the other tools (evaluate, report, visualize, extract, export, search, viz.cmc) run as
   written, on the placeholders' stand-ins, and must write their files.
 * ``python experiments/X.py``: the script's small flags appended, run on a copy of
@@ -61,6 +63,7 @@ TOOLS = {
     "reid_attn.extract": ["outputs/extract/*/features.pt"],
     "reid_attn.export": ["outputs/export/*/model.onnx"],
     "reid_attn.search": ["**/results.html", "**/results.json"],
+    "reid_attn.tune": ["outputs/search/*/trials.csv", "outputs/search/*/tuned/best.yaml"],
     "reid_attn.viz.cmc": [],  # checked at --out
 }
 
@@ -88,7 +91,7 @@ PLACEHOLDERS = {
     "outputs/train/<run>": "doc_run",
     "outputs/train/<run2>": "doc_run2",
     "outputs/ablation_cpu/<sweep>": "doc_sweep_copy",
-    "outputs/search/<sweep>": "doc_search",
+    "outputs/search/<study>": "doc_search",
     "/path/to/market1501": "fake_market1501",
     "/path/to/dukemtmc": "fake_dukemtmc",
     "/path/to/msmt17": "fake_msmt17",
@@ -215,7 +218,8 @@ def plan_command(command: DocCommand) -> Plan:
         if rest[1] not in TOOLS:
             raise NoRuleError(f"module {rest[1]} has no rule (TOOLS)")
         joined = " ".join(words)
-        states = [] if rest[1] == "reid_attn.train" else [p for p in STATES if p in joined]
+        makes = ("reid_attn.train", "reid_attn.tune")
+        states = [] if rest[1] in makes else [p for p in STATES if p in joined]
         return Plan("tool", words, env, module=rest[1], placeholders=found, states=states)
     if rest and rest[0].startswith("experiments/") and Path(rest[0]).name in EXPERIMENTS:
         return Plan("experiment", words, env, script=Path(rest[0]).name, placeholders=found)
@@ -238,13 +242,10 @@ def set_override(args: list[str], key: str, value: str) -> list[str]:
 
 def small_train_args(args: list[str]) -> list[str]:
     """The arguments of ``python -m reid_attn.train`` made small (see the module docstring)."""
-    search = any(a.startswith("hparams_search=") for a in args)
-    multirun = search or "--multirun" in args or "-m" in args
-    if multirun and not search and any(a.startswith("experiment=ablation") for a in args):
+    multirun = "--multirun" in args or "-m" in args
+    if multirun and any(a.startswith("experiment=ablation") for a in args):
         args = set_override(args, "ablation", "baseline,cbam")
         args = set_override(args, "seed", "0")
-    if search:
-        args = set_override(args, "hydra.sweeper.n_trials", "2")
     if not any(a.startswith("debug=") for a in args):
         args = set_override(args, "debug", "fast")
     return args
@@ -262,6 +263,23 @@ def test_small_train_args_keep_the_overrides_together() -> None:
     assert small_train_args([]) == ["debug=fast"]
     assert small_train_args(["--config-dir", "d", "tuned=best"]) == [
         "--config-dir", "d", "tuned=best", "debug=fast",
+    ]  # fmt: skip
+
+
+def small_tune_args(args: list[str]) -> list[str]:
+    """The arguments of ``python -m reid_attn.tune`` made small: two trials of ``debug=fast``."""
+    args = set_override(args, "tune.n_trials", "2")
+    if not any(a.startswith("debug=") for a in args):
+        args = set_override(args, "debug", "fast")
+    return args
+
+
+def test_small_tune_args() -> None:
+    assert small_tune_args(["tune.n_trials=30", "trainer.max_epochs=4"]) == [
+        "tune.n_trials=2", "trainer.max_epochs=4", "debug=fast",
+    ]  # fmt: skip
+    assert small_tune_args(["--multirun", "tune.worker=0,1"]) == [
+        "--multirun", "tune.worker=0,1", "tune.n_trials=2", "debug=fast",
     ]  # fmt: skip
 
 
@@ -500,12 +518,12 @@ def doc_sweep_copy(doc_sweep, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def doc_search(tmp_path_factory, doc_env) -> Path:
-    """``outputs/search/<sweep>``: a two-trial Optuna search, with its tuned/best.yaml."""
+    """``outputs/search/<study>``: a two-trial Optuna search, with its tuned/best.yaml."""
     root = tmp_path_factory.mktemp("doc_search")
-    args = ["hparams_search=circle_optuna", "hydra.sweeper.n_trials=2", "debug=fast"]
-    _train([*args, f"hydra.sweep.dir={root / 'search'}"], root, doc_env)
+    args = ["tune.n_trials=2", "debug=fast", f"hydra.run.dir={root / 'search'}"]
+    run_checked([sys.executable, "-m", "reid_attn.tune", *args], root, doc_env)
     assert (root / "search" / "tuned" / "best.yaml").is_file()
-    return drop_checkpoints(root / "search")
+    return root / "search"
 
 
 @pytest.fixture(scope="session")
@@ -567,18 +585,29 @@ def _run_train(args: list[str], cwd: Path, env: dict[str, str]) -> None:
     before = set(_metrics_files(cwd))
     _train(args, cwd, env)
     written = [p for p in _metrics_files(cwd) if p not in before or "resume=true" in args]
-    search = any(a.startswith("hparams_search=") for a in args)
-    multirun = search or "--multirun" in args or "-m" in args
+    multirun = "--multirun" in args or "-m" in args
     assert len(written) >= (2 if multirun else 1), f"metrics.json written: {written}"
     for path in written:
         _check_metrics(path)
-    if search:
-        assert list(cwd.glob("outputs/search/*/tuned/best.yaml")), "no tuned/best.yaml"
+
+
+def _run_tune(args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """``python -m reid_attn.tune args`` made small; checks the search's files and trials."""
+    run_checked([sys.executable, "-m", "reid_attn.tune", *small_tune_args(args)], cwd, env)
+    for pattern in TOOLS["reid_attn.tune"]:
+        assert list(cwd.glob(pattern)), f"nothing matches {pattern} under {cwd}"
+    written = list(cwd.glob("outputs/search/*/trial*/metrics.json"))
+    assert written, "no trial wrote its metrics.json"
+    for path in written:
+        _check_metrics(path)
 
 
 def _run_tool(plan: Plan, words: list[str], cwd: Path, env: dict[str, str]) -> None:
     if plan.module == "reid_attn.train":
         _run_train(words[3:], cwd, env)
+        return
+    if plan.module == "reid_attn.tune":
+        _run_tune(words[3:], cwd, env)
         return
     run_checked(words, cwd, env)
     for pattern in TOOLS[plan.module]:

@@ -13,12 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 import reid_attn.metrics.reid_metric as reid_metric
-from conftest import CONF_DIR, compose_config
+from conftest import compose_config
 from reid_attn.config import ConfigError
 from reid_attn.data import DatasetError, Market1501
 from reid_attn.evaluate import evaluate
@@ -534,15 +532,3 @@ def test_search_cli_prints_one_line_errors(tmp_path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: image folder {tmp_path / 'nowhere'} does not exist"
-
-
-def test_the_optuna_callback_lives_under_tuning() -> None:
-    import reid_attn.search
-    import reid_attn.tuning
-
-    search_config = OmegaConf.load(CONF_DIR / "hparams_search" / "circle_optuna.yaml")
-    target = search_config.hydra.callbacks.write_best_params._target_
-    assert target == "reid_attn.tuning.WriteBestParams"
-    assert instantiate({"_target_": target}).__class__ is reid_attn.tuning.WriteBestParams
-    # Sweep folders written before the move name the old place: it still imports.
-    assert reid_attn.search.WriteBestParams is reid_attn.tuning.WriteBestParams

@@ -84,7 +84,7 @@ def validate_data_config(data: DictConfig) -> None:
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    """Check everything :func:`reid_attn.train.train` reads; raise :class:`ConfigError`."""
+    """Check everything :func:`reid_attn.training.train` reads; raise :class:`ConfigError`."""
     validate_model_config(cfg)
     validate_data_config(cfg.data)
     _at_least(cfg.seed, 0, "seed")

@@ -11,9 +11,6 @@ images of the query's camera when Market-style names carry it) are found exactly
 (``index_type``). Writes into the run directory ``results.json`` (every path and distance),
 ``results.html`` (self-contained page, :mod:`reid_attn.results_page`) and ``ranked_lists.png``
 (:mod:`reid_attn.viz.grid`).
-
-(The Optuna search's callback moved to :mod:`reid_attn.tuning`;
-``reid_attn.search.WriteBestParams`` stays importable for configs written before the move.)
 """
 
 from __future__ import annotations
@@ -60,7 +57,6 @@ from reid_attn.nearest import (
 )
 from reid_attn.results_page import render_results_page, thumbnail_data_uri
 from reid_attn.run_files import atomic_write, run_entry
-from reid_attn.tuning import WriteBestParams  # noqa: F401  (old configs' _target_)
 from reid_attn.visualize import format_distance, save_png
 from reid_attn.viz.grid import GridRow, GridStyle, render_grid
 
