@@ -10,6 +10,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities import rank_zero_only
 
 from conftest import run_train_cli
 from reid_attn.config import ConfigError, validate_train_config
@@ -117,6 +118,9 @@ def test_multi_node_ddp_config_reads_its_ranks_from_slurm(compose_cfg, monkeypat
     }
     for key, value in slurm.items():
         monkeypatch.setenv(key, value)
+    # The trainer sets Lightning's process-wide rank (3 here): restored after the test, or
+    # every later run in this process would skip its rank-zero files (config.yaml, CSV log).
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     cfg = compose_cfg(
         "train",
         [
