@@ -217,6 +217,10 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
         {"rank": sampler.rank, "world": sampler.world_size, "indices": list(sampler)},
         Path(out_dir) / f"rank{rank}.pt",
     )
+    # both ranks leave together: a rank that tears its group down while the other is still
+    # connecting makes that one fail ("Gloo connectFullMesh failed ... closed by peer", seen
+    # once in a suite run on a loaded machine)
+    dist.barrier()
     dist.destroy_process_group()
 
 
