@@ -143,6 +143,22 @@ ISAS_WITHOUT_BF16 = (
 )
 
 
+def cpuinfo_values(key: str, cpuinfo: str | None = None) -> list[str]:
+    """The values of ``key`` (e.g. ``flags``, ``model name``) on the lines of ``cpuinfo``
+    (default: ``/proc/cpuinfo``; [] where that cannot be read), one per processor listed."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    values = []
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            values.append(value.strip())
+    return values
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU has native bfloat16 arithmetic (a flag of :data:`NATIVE_BF16_FLAGS`
     in ``cpuinfo``, by default ``/proc/cpuinfo``; False where that cannot be read) that
@@ -150,16 +166,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     (:data:`ISAS_WITHOUT_BF16`, e.g. ``AVX2`` to run as a CPU without AVX-512 would)."""
     if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_BF16:
         return False
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = set()
-    for line in cpuinfo.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == "flags":
-            flags.update(value.split())
+    flags = {flag for value in cpuinfo_values("flags", cpuinfo) for flag in value.split()}
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 

@@ -9,27 +9,18 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from reid_attn.config import cpu_has_native_bf16
+from reid_attn.config import cpu_has_native_bf16, cpuinfo_values
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
     """The CPU's model name from ``cpuinfo`` (default ``/proc/cpuinfo``), else the platform's
     processor string, else the machine type (e.g. ``x86_64``)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    for line in cpuinfo.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == "model name" and value.strip():
-            return value.strip()
-    return platform.processor() or platform.machine()
+    names = [name for name in cpuinfo_values("model name", cpuinfo) if name]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def machine_info(precision: str | None = None) -> dict[str, Any]:
