@@ -106,7 +106,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reid_attn.run_timing import epoch_seconds
+from reid_attn.runs.timing import epoch_seconds
 
 run, wall, out = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
 epochs = epoch_seconds(run)

@@ -99,7 +99,7 @@ def main() -> None:
         attention, steps, threads = args.worker
         print(time_steps(attention, int(steps), int(threads)))
         return
-    from reid_attn.machine import machine_info, machine_line
+    from reid_attn.runs.machine import machine_info, machine_line
 
     cores = sorted(os.sched_getaffinity(0))
     results = {}

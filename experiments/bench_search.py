@@ -11,7 +11,7 @@ Euclidean distance, top 10. Each gallery is written once to a ``.npy`` file in a
 folder (``--workdir``), and every measurement runs in its own subprocess reading it, so that
 peak memory does not mix:
 
-* ``exact``: :func:`reid_attn.nearest.exact_topk`, the gallery read from the file one
+* ``exact``: :func:`reid_attn.retrieval.nearest.exact_topk`, the gallery read from the file one
   ``exact.gallery_block`` of rows at a time (all queries against each block);
 * ``ivf`` (every size) and ``hnsw`` (up to ``--hnsw-max``): :func:`build_approximate` with the
   ``approximate`` settings of ``conf/search.yaml`` (those of the search command), then
@@ -44,7 +44,12 @@ from omegaconf import OmegaConf
 from peak_memory import reset_peak_rss, status_kib
 
 import reid_attn
-from reid_attn.nearest import approximate_topk, build_approximate, exact_topk, import_faiss
+from reid_attn.retrieval.nearest import (
+    approximate_topk,
+    build_approximate,
+    exact_topk,
+    import_faiss,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEARCH_CONFIG = Path(reid_attn.__file__).parent / "conf" / "search.yaml"

@@ -5,7 +5,7 @@ The measuring runs train at a constant learning rate after the warm-up
 the test split). A run's curve has levelled off at the first epoch after which its
 validation mAP (its trailing mean over ``--window`` validations, against a small validation
 split's noise) gains at most ``--tolerance`` points, confirmed by ``--confirm`` later
-validations (:func:`reid_attn.validation_curves.levelled_epoch`). The sweep's schedule puts
+validations (:func:`reid_attn.runs.validation_curves.levelled_epoch`). The sweep's schedule puts
 its first learning-rate decay no earlier than that: ``E = 1.5 x`` the latest levelled epoch
 of the runs, rounded up to a multiple of ``--multiple``, decays x0.1 at ``2/3 E`` and
 ``7/8 E`` (:func:`milestones_for`).
@@ -24,7 +24,7 @@ import math
 import sys
 from pathlib import Path
 
-from reid_attn.validation_curves import read_validation_log, row_curve
+from reid_attn.runs.validation_curves import read_validation_log, row_curve
 from reid_attn.viz.ablation import save_figure, validation_curves_figure
 
 

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from reid_attn.machine import machine_info, machine_line
+from reid_attn.runs.machine import machine_info, machine_line
 
 #: Overrides of the measured trials (both searches).
 TRIAL_OVERRIDES = [

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from conftest import CONF_DIR, EXPERIMENTS_DIR, load_experiment
 from reid_attn.config import validate_train_config
 from reid_attn.report import collect, write_report
-from reid_attn.validation_curves import read_validation_log
+from reid_attn.runs.validation_curves import read_validation_log
 
 
 def test_preset_fixes_what_a_table_must_share(compose_cfg) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reid_attn.comparison import Difference, seeds_for_half_width, welch_difference
+from reid_attn.runs.comparison import Difference, seeds_for_half_width, welch_difference
 
 # Two-sided 95% t quantiles t(0.975, dof) from a t table.
 T_975 = {2: 4.302653, 4: 2.776445, 6: 2.446912}

@@ -7,7 +7,7 @@ import re
 import warnings
 
 from conftest import run_train_cli
-from reid_attn.console import quiet_third_party
+from reid_attn.runs.console import quiet_third_party
 
 #: Every line a default-style run may print (progress bar off): the split table, the model
 #: line, the result line, the run directory.

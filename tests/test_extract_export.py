@@ -26,7 +26,7 @@ from reid_attn.export import (
     open_onnx,
 )
 from reid_attn.extract import extract, load_module, parse_market_name
-from reid_attn.run_files import CheckpointError
+from reid_attn.runs.files import CheckpointError
 
 
 def checkpoint_of(run_dir: Path) -> Path:

@@ -31,7 +31,7 @@ from reid_attn.data.image_dataset import ReIDImageDataset
 from reid_attn.data.memory_cache import MemoryCacheError, available_bytes, check_cache_fits
 from reid_attn.data.memory_pipeline import PKBatchOrder, auto_pipeline, step_seed
 from reid_attn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform
-from reid_attn.run_files import run_entry
+from reid_attn.runs.files import run_entry
 from reid_attn.train import train
 
 #: The augmentation and the cache run on the training device: every device here is tested.

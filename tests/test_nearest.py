@@ -1,4 +1,5 @@
-"""Exact blocked top-k and the faiss indexes of :mod:`reid_attn.nearest`, against brute force."""
+"""Exact blocked top-k and the faiss indexes of :mod:`reid_attn.retrieval.nearest`, against
+brute force."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from reid_attn.metrics import compute_distance
-from reid_attn.nearest import (
+from reid_attn.retrieval.nearest import (
     approximate_topk,
     build_approximate,
     exact_topk,

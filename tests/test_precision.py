@@ -59,7 +59,7 @@ def test_unknown_evaluation_precision_lists_the_allowed_values(train_cfg_factory
 
 
 def test_cpu_model_and_machine_line() -> None:
-    from reid_attn.machine import cpu_model, machine_line
+    from reid_attn.runs.machine import cpu_model, machine_line
 
     cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: sse avx2\n"
     assert cpu_model(cpuinfo) == "AMD EPYC 7B13"

@@ -32,7 +32,7 @@ from reid_attn.data.transforms import build_test_transform
 from reid_attn.evaluate import evaluate
 from reid_attn.metrics import METRIC_NAMES
 from reid_attn.module import ReIDModule
-from reid_attn.run_files import (
+from reid_attn.runs.files import (
     AtomicCheckpointIO,
     CheckpointError,
     OutputError,
@@ -301,7 +301,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
 
 KILL_WHILE_WRITING = """\
 import os, signal, sys, torch
-from reid_attn.run_files import AtomicCheckpointIO
+from reid_attn.runs.files import AtomicCheckpointIO
 
 path = sys.argv[1]
 io = AtomicCheckpointIO()
@@ -562,8 +562,8 @@ def test_a_resumed_run_continues_its_csv_log(tmp_path) -> None:
     keeps the lines of the epochs before the kill and appends, new columns included."""
     from pytorch_lightning.loggers import CSVLogger
 
-    from reid_attn.run_files import ResumedCSVLogger
-    from reid_attn.validation_curves import read_validation_log
+    from reid_attn.runs.files import ResumedCSVLogger
+    from reid_attn.runs.validation_curves import read_validation_log
 
     first = CSVLogger(save_dir=tmp_path, name="csv", version="")
     first.log_metrics({"epoch": 0, "val/mAP": 0.25, "val/rank1": 0.5}, step=9)

@@ -22,7 +22,7 @@ from reid_attn.data import DatasetError, Market1501
 from reid_attn.evaluate import evaluate
 from reid_attn.extract import embed_items, load_module
 from reid_attn.module import ReIDModule
-from reid_attn.run_files import CheckpointError
+from reid_attn.runs.files import CheckpointError
 from reid_attn.search import search
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

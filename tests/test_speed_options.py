@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from conftest import load_experiment
 from reid_attn.config import ConfigError
 from reid_attn.module import ReIDModule
-from reid_attn.run_files import run_entry
+from reid_attn.runs.files import run_entry
 from reid_attn.train import build_trainer, train
 
 

@@ -17,7 +17,7 @@ from reid_attn.data import DatasetError
 from reid_attn.data.synthetic import GENERATOR_VERSION
 from reid_attn.evaluate import evaluate
 from reid_attn.metrics import METRIC_NAMES
-from reid_attn.run_files import CheckpointError, load_checkpoint
+from reid_attn.runs.files import CheckpointError, load_checkpoint
 from reid_attn.train import train
 
 
@@ -77,7 +77,7 @@ def test_best_checkpoint_is_weights_only_and_evaluates_last_stays_resumable(
 
 def test_run_records_its_machine(trained_run) -> None:
     from reid_attn.config import cpu_has_native_bf16
-    from reid_attn.machine import cpu_model
+    from reid_attn.runs.machine import cpu_model
 
     run_dir, _ = trained_run
     (machine,) = json.loads((run_dir / "machine.json").read_text())

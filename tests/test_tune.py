@@ -30,9 +30,8 @@ import reid_attn
 from conftest import CONF_DIR, compose_config
 from reid_attn.config import ConfigError
 from reid_attn.data import ReIDDataModule
-from reid_attn.run_files import USER_ERRORS, run_entry
-from reid_attn.tune import MissingDependencyError, tune
-from reid_attn.tuning import (
+from reid_attn.runs.files import USER_ERRORS, run_entry
+from reid_attn.runs.tuning import (
     best_params_config,
     check_preset_sweeps,
     fail_interrupted_trials,
@@ -43,6 +42,7 @@ from reid_attn.tuning import (
     trial_rows,
     trials_counted,
 )
+from reid_attn.tune import MissingDependencyError, tune
 
 SEARCH_RANGES = {  # conf/tune.yaml's tune.space
     "loss.scale": (16.0, 128.0),
@@ -394,7 +394,7 @@ def test_workers_starting_together_open_one_new_sqlite_database(tmp_path) -> Non
 
 def test_missing_optuna_is_one_clear_line(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ModuleNotFoundError
-    monkeypatch.delitem(sys.modules, "reid_attn.tuning")
+    monkeypatch.delitem(sys.modules, "reid_attn.runs.tuning")
     monkeypatch.delattr(reid_attn, "tuning")
     cfg = compose_config("tune", ["debug=fast", f"output_dir={tmp_path}"])
     with pytest.raises(SystemExit) as info:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid_attn.run_timing import epoch_seconds, job_wall_seconds
-from reid_attn.validation_curves import (
+from reid_attn.runs.timing import epoch_seconds, job_wall_seconds
+from reid_attn.runs.validation_curves import (
     ValidationLog,
     levelled_epoch,
     read_validation_log,
@@ -118,7 +118,7 @@ def test_epoch_seconds_from_tensorboard_wall_times(tmp_path) -> None:
 
 
 def test_trailing_mean_and_settled_at_end_by_hand() -> None:
-    from reid_attn.validation_curves import settled_at_end, trailing_mean
+    from reid_attn.runs.validation_curves import settled_at_end, trailing_mean
 
     np.testing.assert_allclose(trailing_mean([3, 6, 9, 0], 3), [3, 4.5, 6, 5])
     np.testing.assert_allclose(trailing_mean([3, 6], 1), [3, 6])

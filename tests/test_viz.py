@@ -383,7 +383,7 @@ def test_attention_visualisation_of_a_trained_run(trained_run, compose_cfg, tmp_
 )
 def test_visualize_bad_input_is_one_line(trained_run, compose_cfg, tmp_path, overrides, message):
     run_dir, _ = trained_run
-    from reid_attn.run_files import run_entry
+    from reid_attn.runs.files import run_entry
 
     base = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"output_dir={tmp_path}"]
     cfg = compose_cfg("visualize", [*base, "progress_bar=false", *overrides])
@@ -396,7 +396,7 @@ def test_visualize_bad_input_is_one_line(trained_run, compose_cfg, tmp_path, ove
 def checkpoint_with_attention(run_dir: Path, attention: str, path: Path) -> Path:
     """The trained run's hyper-parameters with another attention type, fresh weights."""
     from reid_attn.module import ReIDModule
-    from reid_attn.run_files import load_checkpoint
+    from reid_attn.runs.files import load_checkpoint
 
     hparams = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["hyper_parameters"]
     hparams = {**hparams, "model": {**hparams["model"], "attention": attention}}

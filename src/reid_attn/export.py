@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from reid_attn.extract import input_size, load_module
-from reid_attn.run_files import USER_ERRORS, run_entry
+from reid_attn.runs.files import USER_ERRORS, run_entry
 
 EXPORT_FORMATS = ("onnx",)
 ONNX_EXPORTERS = ("dynamo", "torchscript")

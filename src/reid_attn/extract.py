@@ -29,7 +29,7 @@ from reid_attn.data.image_dataset import ReIDImageDataset, read_image
 from reid_attn.data.transforms import build_test_transform
 from reid_attn.models.attention import ATTENTION_NAMES, create_attention
 from reid_attn.module import ReIDModule
-from reid_attn.run_files import load_checkpoint, run_entry
+from reid_attn.runs.files import load_checkpoint, run_entry
 
 ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
 

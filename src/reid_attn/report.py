@@ -3,7 +3,7 @@ curves of one sweep, or of several sweeps run in parts, merged.
 
 Writes ``NAME.md``, ``NAME.csv``, ``NAME.png`` and, when the jobs logged validation,
 ``NAME_validation_curves.png`` (``NAME``: ``--name``, default ``ablation``) into ``--out``
-(default: the first DIR). Merging rules and errors: :mod:`reid_attn.sweeps`. The plot draws
+(default: the first DIR). Merging rules and errors: :mod:`reid_attn.runs.sweeps`. The plot draws
 the chance level of the test split (expected Rank-1 and mAP of random distances), computed
 exactly from the split the jobs' data config names (``--data-root`` where that data lives
 elsewhere than the jobs' config says).
@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from reid_attn.comparison import CONFIDENCE, Difference, seeds_for_half_width, welch_difference
 from reid_attn.data import DatasetError
-from reid_attn.machine import machine_line
 from reid_attn.metrics import METRIC_NAMES, chance_level
-from reid_attn.run_timing import epoch_seconds, job_wall_seconds
-from reid_attn.sweeps import AblationRow, SweepError, collect, job_machines, sweep_config
-from reid_attn.validation_curves import RowCurve, read_validation_log, row_curve
+from reid_attn.runs.comparison import CONFIDENCE, Difference, seeds_for_half_width, welch_difference
+from reid_attn.runs.machine import machine_line
+from reid_attn.runs.sweeps import AblationRow, SweepError, collect, job_machines, sweep_config
+from reid_attn.runs.timing import epoch_seconds, job_wall_seconds
+from reid_attn.runs.validation_curves import RowCurve, read_validation_log, row_curve
 from reid_attn.viz.ablation import ablation_figure, save_figure, validation_curves_figure
 
 __all__ = [
@@ -114,8 +114,9 @@ def _mean_wall_minutes(row: AblationRow) -> float | None:
 
 def differences(rows: list[AblationRow], key: str) -> list[tuple[Difference, Difference]]:
     """Per row, its difference in ``key`` (points) to the first row (the Baseline) and to the
-    row before it, each with its Welch interval (:func:`reid_attn.comparison.welch_difference`);
-    the first row's are zero, without an interval."""
+    row before it, each with its Welch interval
+    (:func:`reid_attn.runs.comparison.welch_difference`); the first row's are zero, without an
+    interval."""
     pairs = [(Difference(0.0, None, None, None),) * 2]  # the first row against itself
     for i, r in enumerate(rows[1:], start=1):
         pairs.append(
@@ -353,7 +354,7 @@ def write_report(
     name: str = "ablation",
     data_root: str | None = None,
 ) -> list[Path]:
-    """Merge the sweeps (:func:`reid_attn.sweeps.collect`) and write ``NAME.md``,
+    """Merge the sweeps (:func:`reid_attn.runs.sweeps.collect`) and write ``NAME.md``,
     ``NAME.csv``, ``NAME.png`` and, when the jobs logged validation,
     ``NAME_validation_curves.png`` into ``out`` (default: the first sweep directory).
     Returns the written paths. The chance level is left out, with a warning on stderr, when

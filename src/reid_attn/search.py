@@ -1,16 +1,16 @@
 """``python -m reid_attn.search ckpt_path=PATH gallery=DIR query=IMAGE_OR_DIR [topk=20]``:
 find a person in a folder of images.
 
-The gallery's embeddings come from its index (:mod:`reid_attn.gallery_index`: only new or
+The gallery's embeddings come from its index (:mod:`reid_attn.retrieval.gallery_index`: only new or
 changed images are embedded, removed ones are dropped, another checkpoint rebuilds it); the
 queries are embedded with the same checkpoint, settings and flip augmentation as its
 evaluation. Each query's ``topk`` nearest gallery images (distance and re-ranking as the
 checkpoint's evaluation unless ``rerank=`` says otherwise; ``exclude_same_camera=true`` drops
 images of the query's camera when Market-style names carry it) are found exactly
-(:func:`reid_attn.nearest.exact_topk`) or, for large galleries, with a faiss index
+(:func:`reid_attn.retrieval.nearest.exact_topk`) or, for large galleries, with a faiss index
 (``index_type``). Writes into the run directory ``results.json`` (every path and distance),
-``results.html`` (self-contained page, :mod:`reid_attn.results_page`) and ``ranked_lists.png``
-(:mod:`reid_attn.viz.grid`).
+``results.html`` (self-contained page, :mod:`reid_attn.retrieval.results_page`) and
+``ranked_lists.png`` (:mod:`reid_attn.viz.grid`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from reid_attn.extract import (
     parse_market_name,
     resolve_device,
 )
-from reid_attn.gallery_index import GalleryIndex, IndexUpdate, stamp_files, weights_digest
 from reid_attn.module import METRIC_DEFAULTS, ReIDModule
-from reid_attn.nearest import (
+from reid_attn.retrieval.gallery_index import GalleryIndex, IndexUpdate, stamp_files, weights_digest
+from reid_attn.retrieval.nearest import (
     APPROXIMATE_TYPES,
     INDEX_TYPES,
     IVF_ENCODINGS,
@@ -55,8 +55,8 @@ from reid_attn.nearest import (
     same_camera,
     sampled_recall,
 )
-from reid_attn.results_page import render_results_page, thumbnail_data_uri
-from reid_attn.run_files import atomic_write, run_entry
+from reid_attn.retrieval.results_page import render_results_page, thumbnail_data_uri
+from reid_attn.runs.files import atomic_write, run_entry
 from reid_attn.visualize import format_distance, save_png
 from reid_attn.viz.grid import GridRow, GridStyle, render_grid
 
@@ -431,7 +431,7 @@ def search(cfg: DictConfig) -> dict[str, Any]:
     """Rank the gallery ``cfg.gallery`` for every image of ``cfg.query`` with
     ``cfg.ckpt_path``; write the results into ``cfg.output_dir`` (see the module docstring).
     Returns the record written to ``results.json`` plus ``files`` (their paths) and
-    ``index`` (the :class:`~reid_attn.gallery_index.IndexUpdate`)."""
+    ``index`` (the :class:`~reid_attn.retrieval.gallery_index.IndexUpdate`)."""
     validate_search_config(cfg)
     gallery_root, query_root = Path(cfg.gallery).expanduser(), Path(cfg.query).expanduser()
     list_images(gallery_root, cfg.recursive)  # a missing or empty gallery, before the model

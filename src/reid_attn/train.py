@@ -13,7 +13,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from reid_attn.run_files import run_entry
+from reid_attn.runs.files import run_entry
 from reid_attn.training import best_validation_value, build_trainer, describe_run, train
 
 __all__ = ["best_validation_value", "build_trainer", "describe_run", "main", "train"]

@@ -22,7 +22,7 @@ from reid_attn.config import resolve_precision, validate_sampling, validate_trai
 from reid_attn.data import ReIDDataModule
 from reid_attn.models.pretrained import load_imagenet_weights
 from reid_attn.module import ReIDModule
-from reid_attn.run_files import (
+from reid_attn.runs.files import (
     AtomicCheckpointIO,
     ResumedCSVLogger,
     format_metrics,
@@ -141,7 +141,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     ``metrics.json`` and ``config.yaml`` into ``cfg.output_dir``; return the test metrics
     (with ``cfg.objective`` set, also ``objective``: its best validation value).
     With ``cfg.resume`` continue the run in ``cfg.output_dir`` from its ``last.ckpt``
-    (see :func:`reid_attn.run_files.prepare_output_dir`). ``extra_callbacks`` join the
+    (see :func:`reid_attn.runs.files.prepare_output_dir`). ``extra_callbacks`` join the
     trainer's own (:func:`build_trainer`); an exception one of them raises ends the run
     there, before the test."""
     validate_train_config(cfg)

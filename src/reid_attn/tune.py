@@ -8,7 +8,7 @@ behind. The study lives in ``tune.storage`` (default: ``<search dir>/study.journ
 same command run again continues it, and several running at once share its trials. The
 search leaves ``trials.csv``, ``tuned/best.yaml``, ``history.png`` and ``importance.png``;
 ``python -m reid_attn.train --config-dir <search dir> tuned=best`` trains with the best
-parameters. The machinery is :mod:`reid_attn.tuning`.
+parameters. The machinery is :mod:`reid_attn.runs.tuning`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from reid_attn.run_files import USER_ERRORS, run_entry
+from reid_attn.runs.files import USER_ERRORS, run_entry
 
 if TYPE_CHECKING:
     import optuna
@@ -38,13 +38,13 @@ class MissingDependencyError(ImportError):
 
 
 def load_tuning() -> ModuleType:
-    """The :mod:`reid_attn.tuning` module; :class:`MissingDependencyError` naming what to
+    """The :mod:`reid_attn.runs.tuning` module; :class:`MissingDependencyError` naming what to
     install when Optuna (>= 4) is missing."""
     hint = "pip install 'reid-attn[tune]' (or pip install 'optuna>=4')"
     try:
         import optuna
 
-        from reid_attn import tuning
+        from reid_attn.runs import tuning
     except ModuleNotFoundError as exc:
         root = (exc.name or "").split(".")[0]
         if root not in OPTIONAL_MODULES:
@@ -68,7 +68,7 @@ def tune(
     sweep_params: Mapping[str, Any] | None = None,
 ) -> optuna.Study:
     """Run or continue the search of ``cfg`` (conf/tune.yaml composed with the overrides);
-    return the Optuna study. See :func:`reid_attn.tuning.run_search`."""
+    return the Optuna study. See :func:`reid_attn.runs.tuning.run_search`."""
     return load_tuning().run_search(cfg, overrides, sweep_params)
 
 

@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 from matplotlib.figure import Figure
 
-from reid_attn.validation_curves import CURVE_COLUMNS, RowCurve
+from reid_attn.runs.validation_curves import CURVE_COLUMNS, RowCurve
 
 #: Bars: label and colour per metric; the paper's figure: marker and colour per metric.
 BAR_STYLE = {"rank1": ("Rank-1", "#4C72B0"), "mAP": ("mAP", "#DD8452")}

@@ -51,7 +51,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from reid_attn.callbacks import NonFiniteLossError
 from reid_attn.config import ConfigError, validate_train_config
-from reid_attn.run_files import OutputError, config_differences
+from reid_attn.runs.files import OutputError, config_differences
 from reid_attn.training import train
 
 try:

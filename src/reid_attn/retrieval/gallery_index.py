@@ -11,7 +11,7 @@ and modification time and the key is the current one.
 :meth:`GalleryIndex.update` keeps the valid entries, rewrites a part that holds stale ones
 (files removed or changed) without them, deletes parts of another key (another checkpoint:
 everything is embedded again), and embeds the remaining files batch by batch, writing one part
-per batch through :func:`~reid_attn.run_files.atomic_write`: an interrupted update loses at
+per batch through :func:`~reid_attn.runs.files.atomic_write`: an interrupted update loses at
 most the batch in flight. At the end the parts written by the update are merged into one. A
 crash between writing a new part and deleting the old ones leaves duplicate entries, which
 the next update drops.
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from reid_attn.run_files import atomic_write
+from reid_attn.runs.files import atomic_write
 
 INDEX_FORMAT = 1
 PART_GLOB = "part-*.pt"

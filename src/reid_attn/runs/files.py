@@ -23,11 +23,11 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from reid_attn.callbacks import NonFiniteLossError
 from reid_attn.config import ConfigError
-from reid_attn.console import quiet_third_party
 from reid_attn.data import DatasetError
-from reid_attn.machine import machine_info
 from reid_attn.metrics import METRIC_NAMES
 from reid_attn.models.pretrained import PretrainedWeightsError
+from reid_attn.runs.console import quiet_third_party
+from reid_attn.runs.machine import machine_info
 
 
 class CheckpointError(Exception):
@@ -126,7 +126,7 @@ def write_metrics(results: dict[str, Any], output_dir: str | Path) -> Path:
 
 
 def write_machine(output_dir: str | Path, precision: str) -> Path:
-    """Append this machine (:func:`reid_attn.machine.machine_info` with the run's resolved
+    """Append this machine (:func:`reid_attn.runs.machine.machine_info` with the run's resolved
     ``precision``) to the list in ``output_dir/machine.json``: one entry per start of the run,
     the first its start, later ones its resumes (which may run elsewhere). Returns the path."""
     path = Path(output_dir) / "machine.json"
@@ -251,7 +251,7 @@ def run_entry(
     """Run an entry point's ``function(cfg)`` and return its result; a user error (``errors``,
     an output that cannot be written (:data:`WRITE_ERRNOS`), or a required value such as
     ``ckpt_path=`` left out) exits with one line ``error: ...``. Known third-party chatter
-    is hidden (:func:`reid_attn.console.quiet_third_party`)."""
+    is hidden (:func:`reid_attn.runs.console.quiet_third_party`)."""
     quiet_third_party()
     try:
         return function(cfg)
