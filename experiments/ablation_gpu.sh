@@ -63,7 +63,7 @@ timeout "${DATA_LIMIT:-120}" python3 - "${EXTRA[@]}" <<'PY' || { echo "data fail
 import sys
 
 sys.path.insert(0, "experiments")
-from bench_train import compose_train_config
+from harness import compose_train_config
 from omegaconf import OmegaConf
 
 from reid_attn.data import ReIDDataModule

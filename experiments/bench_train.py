@@ -34,126 +34,52 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
-from peak_memory import reset_peak_rss, status_kib
+from harness import (
+    RESULTS,
+    VARIANT_ENV,
+    VARIANT_OVERRIDES,
+    add_bench_args,
+    command_line,
+    compose_train_config,
+    interleaved,
+    machine_record,
+    markdown_table,
+    parse_size,
+    parse_sizes,
+    reset_peak_rss,
+    results_header,
+    status_kib,
+    synchronizer,
+    time_calls,
+    training_step,
+    variant_parts,
+    write_results,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ATTENTIONS = ("none", "se", "eca", "cbam")
-
-
-def compose_train_config(overrides: list[str]):
-    """The real ``conf/train.yaml`` composed with ``overrides`` (no Hydra run)."""
-    from hydra import compose, initialize_config_dir
-
-    import reid_attn
-
-    conf_dir = Path(reid_attn.__file__).parent / "conf"
-    with initialize_config_dir(str(conf_dir), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
-VARIANT_OVERRIDES = {
-    "fp32": [],
-    "channels_last": ["model.channels_last=true"],
-    "bf16": ["trainer.precision=bf16-mixed"],
-    "compile": ["model.compile=true"],
-    "heap": [],
-}
-# "heap": the process's glibc malloc keeps freed memory instead of handing large blocks back
-# to the system (no mmap per feature map, no trimming), so a step does not page-fault its
-# feature maps in again. The README's "Training speed" gives the same setting for training.
-VARIANT_ENV = {
-    "heap": {
-        "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=2147483647"
-        ":glibc.malloc.trim_threshold=17179869184"
-    }
-}
-
-
-def variant_parts(variant: str) -> list[str]:
-    """The variants a combined variant ``a+b`` is made of."""
-    return variant.split("+")
-
-
-def variant_overrides(variant: str) -> list[str]:
-    """Config overrides that select a benchmark variant; ``a+b`` combines two."""
-    return [o for part in variant_parts(variant) for o in VARIANT_OVERRIDES[part]]
-
-
-def training_step(spec: dict):
-    """A closure running one training step of the configuration ``spec`` (size, attention,
-    variant, device, batch) on a fixed random batch; returns ``(step, batch_size)``."""
-    from omegaconf import OmegaConf
-
-    from reid_attn.module import ReIDModule
-
-    height, width = spec["size"]
-    cfg = compose_train_config(
-        [f"attention={spec['attention']}", *variant_overrides(spec["variant"])]
-    )
-    device = torch.device(spec["device"])
-    torch.manual_seed(0)
-    batch = spec["batch"] or cfg.data.num_identities * cfg.data.num_instances
-    num_ids = max(1, batch // cfg.data.num_instances)
-    module = ReIDModule(
-        num_classes=751,
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
-    ).to(device)
-    module.train()
-    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.optimizer.lr)
-    images = torch.randn(batch, 3, height, width, device=device)
-    pids = torch.arange(num_ids, device=device).repeat_interleave(cfg.data.num_instances)
-    pids = torch.cat([pids, pids[: batch - len(pids)]])[:batch]
-    dtype = torch.bfloat16 if "bf16" in variant_parts(spec["variant"]) else None
-
-    def step() -> None:
-        if module.compiled:
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = module.step_losses(images, pids)  # compiled with model.compile
-        optimizer.zero_grad(set_to_none=True)
-        loss["loss"].backward()
-        optimizer.step()
-
-    return step, batch
 
 
 def worker(spec: dict) -> dict:
     """Time ``spec['steps']`` training steps of one configuration; return the figures."""
     step, batch = training_step(spec)
     device = torch.device(spec["device"])
-
-    def synced() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
+    sync = synchronizer(device)
     start = time.perf_counter()
-    for _ in range(spec["warmup"]):
-        step()
-    synced()
+    time_calls(step, 0, warmup=spec["warmup"])
+    sync()
     warmup_seconds = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     else:
         reset_peak_rss()
     rss_before = status_kib("VmRSS") if device.type == "cpu" else 0
-    times = []
-    for _ in range(spec["steps"]):
-        start = time.perf_counter()
-        step()
-        synced()
-        times.append(time.perf_counter() - start)
+    times = time_calls(step, spec["steps"], sync=sync)
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -244,18 +170,22 @@ def run_all(args: argparse.Namespace) -> dict:
                         "steps": args.steps,
                     }
                 )
-    runs: dict[tuple, list[dict]] = {}
-    for round_index in range(args.rounds):
-        for spec in specs if round_index % 2 == 0 else specs[::-1]:
-            key = (tuple(spec["size"]), spec["variant"], spec["attention"])
-            result = run_config(spec)
-            runs.setdefault(key, []).append(result)
-            print(
-                f"round {round_index + 1} {spec['size'][0]}x{spec['size'][1]} "
-                f"{spec['variant']:<13} {spec['attention']:<5} "
-                f"{result['images_per_s']:8.1f} img/s  {result['peak_memory_mb']:8.0f} MB",
-                flush=True,
-            )
+
+    def report(round_index: int, spec: dict, result: dict) -> None:
+        print(
+            f"round {round_index + 1} {spec['size'][0]}x{spec['size'][1]} "
+            f"{spec['variant']:<13} {spec['attention']:<5} "
+            f"{result['images_per_s']:8.1f} img/s  {result['peak_memory_mb']:8.0f} MB",
+            flush=True,
+        )
+
+    runs = interleaved(
+        specs,
+        run_config,
+        args.rounds,
+        key=lambda spec: (tuple(spec["size"]), spec["variant"], spec["attention"]),
+        report=report,
+    )
     rows = []
     for (size, variant, attention), results in runs.items():
         rows.append(
@@ -292,28 +222,33 @@ def run_all(args: argparse.Namespace) -> dict:
     return {"rows": rows}
 
 
-def write_markdown(result: dict, path: Path) -> None:
+def markdown(result: dict) -> list[str]:
+    """The results page: the table of :func:`run_all`, then the data pipeline's line."""
     lines = [
-        "# Training-step throughput by attention type",
-        "",
-        f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}  ",
+        *results_header("Training-step throughput by attention type", result),
         f"Batch {result['rows'][0]['batch']}, default (joint circle) loss, Adam; median over "
         f"{result['rounds']} interleaved rounds of {result['steps']} steps.",
         "",
-        "| size | variant | attention | images/s | x none | x fp32 | peak memory (MB) | "
-        "memory x none |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for r in result["rows"]:
-        speedup = f"{r['speedup_vs_fp32']:.2f}" if r["speedup_vs_fp32"] is not None else "-"
-        lines.append(
-            f"| {r['size']} | {r['variant']} | {r['attention']} | {r['images_per_s']:.1f} | "
-            f"{r['ratio_to_none']:.3f} | {speedup} | {r['peak_memory_mb']:.0f} | "
-            f"{r['memory_ratio_to_none']:.2f} |"
-        )
+    columns = ["size", "variant", "attention", "images/s", "x none", "x fp32"]
+    columns += ["peak memory (MB)", "memory x none"]
+    rows = [
+        [
+            r["size"],
+            r["variant"],
+            r["attention"],
+            f"{r['images_per_s']:.1f}",
+            f"{r['ratio_to_none']:.3f}",
+            "-" if r["speedup_vs_fp32"] is None else f"{r['speedup_vs_fp32']:.2f}",
+            f"{r['peak_memory_mb']:.0f}",
+            f"{r['memory_ratio_to_none']:.2f}",
+        ]
+        for r in result["rows"]
+    ]
     data = result["data_pipeline"]
-    lines += [
+    return [
+        *lines,
+        *markdown_table(columns, rows, "lllrrrrr"),
         "",
         f"Data pipeline ({result['data_config']}: {data['size'][0]}x{data['size'][1]}, "
         f"data.pipeline={data.get('pipeline', 'loader')}, {data['num_workers']} workers): "
@@ -321,31 +256,21 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{result['data_to_model_ratio']:.2f} x the default model's training throughput in "
         f"{result['model_variant']} "
         f"({result['default_model_images_per_s']:.1f} images/s).",
-        "",
     ]
-    path.write_text("\n".join(lines))
-
-
-def parse_size(text: str) -> list[int]:
-    height, width = text.lower().split("x")
-    return [int(height), int(width)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="tiny run, no result files")
-    parser.add_argument("--sizes", default="256x128,128x64", help="comma-separated HxW")
     parser.add_argument("--variants", default="fp32,channels_last,bf16,compile")
     parser.add_argument(
         "--variant-attentions",
         default="none,cbam",
         help="attention types measured in the non-fp32 variants (fp32 measures all four)",
     )
-    parser.add_argument("--batch", type=int, default=32, help="0: P x K of the config")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2)
+    add_bench_args(parser, sizes="256x128,128x64", batch=32, warmup=1, steps=4, rounds=2)
+    add_bench_args(parser, device="cuda" if torch.cuda.is_available() else "cpu", out=RESULTS)
     parser.add_argument("--data-batches", type=int, default=12)
     parser.add_argument(
         "--data", default="", help="data config for the pipeline (default: train.yaml's)"
@@ -353,7 +278,6 @@ def main() -> None:
     parser.add_argument(
         "--model-variant", default="fp32", help="variant of the model the pipeline is compared to"
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -361,7 +285,7 @@ def main() -> None:
     if args.quick:
         args.sizes, args.variants, args.batch = "64x32", "fp32,channels_last,bf16", 8
         args.warmup, args.steps, args.rounds, args.data_batches = 1, 2, 1, 3
-    args.sizes = [parse_size(s) for s in args.sizes.split(",")]
+    args.sizes = parse_sizes(args.sizes)
     args.variants = args.variants.split(",")
     args.variant_attentions = args.variant_attentions.split(",")
     named = [*args.variants, args.model_variant]
@@ -403,11 +327,10 @@ def main() -> None:
     result["data_to_model_ratio"] = (
         result["data_pipeline"]["images_per_s"] / default_row["images_per_s"]
     )
-    device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
+    bf16 = any("bf16" in variant_parts(v) for v in [*args.variants, args.model_variant])
     result.update(
-        command=" ".join(["python", "experiments/bench_train.py", *sys.argv[1:]]),
-        machine=f"{device or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}",
+        command=command_line(),
+        **machine_record("32-true, bf16-mixed in bf16 variants" if bf16 else "32-true"),
         rounds=args.rounds,
         steps=args.steps,
         data_config=f"data={args.data}" if args.data else "default config",
@@ -415,10 +338,8 @@ def main() -> None:
     )
     print(json.dumps(result, indent=2))
     if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
         tag = "" if args.device == "cpu" else f"_{args.device}"
-        (RESULTS / f"bench_train{tag}.json").write_text(json.dumps(result, indent=2))
-        write_markdown(result, RESULTS / f"bench_train{tag}.md")
+        write_results(result, markdown(result), f"bench_train{tag}", args.out)
 
 
 if __name__ == "__main__":

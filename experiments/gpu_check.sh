@@ -24,7 +24,7 @@ timeout 150 python3 - <<'PY' || exit 1
 import sys
 
 sys.path.insert(0, "experiments")
-from bench_train import compose_train_config
+from harness import compose_train_config
 from omegaconf import OmegaConf
 
 from reid_attn.data import ReIDDataModule

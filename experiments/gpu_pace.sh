@@ -34,7 +34,7 @@ echo "== 0. Market-sized synthetic data (cached in \$REID_ATTN_CACHE), in the ba
 import sys
 
 sys.path.insert(0, "experiments")
-from bench_train import compose_train_config
+from harness import compose_train_config
 from omegaconf import OmegaConf
 
 from reid_attn.data import ReIDDataModule

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 
 import torch
-from bench_train import parse_size, training_step
+from harness import parse_size, training_step
 from torch.profiler import ProfilerActivity, profile
 
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--attention", default="cbam", choices=["se", "eca", "cbam"])
     parser.add_argument("--size", default="256x128")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--variant", default="fp32", help="as bench_train.py, e.g. channels_last")
+    parser.add_argument("--variant", default="fp32", help="harness variant, e.g. channels_last")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--rows", type=int, default=12)

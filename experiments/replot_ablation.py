@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench_train import compose_train_config
+from harness import compose_train_config
 from omegaconf import OmegaConf
 
 from reid_attn.report import read_table, split_chance

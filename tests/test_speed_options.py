@@ -235,7 +235,7 @@ def test_nan_loss_read_every_n_steps_never_reaches_a_checkpoint(
 
 
 def test_bench_train_variants_combine() -> None:
-    bench = load_experiment("bench_train")
+    bench = load_experiment("harness")  # bench_train's and profile_attention's variants
     assert bench.variant_overrides("fp32") == []
     assert bench.variant_overrides("bf16+channels_last") == [
         "trainer.precision=bf16-mixed",
