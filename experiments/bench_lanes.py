@@ -2,9 +2,10 @@
 
 The CPU ablation (experiments/ablation_cpu.py) runs its jobs in lanes. This measures which way
 two cores train more images a second: the training step of ``experiment=ablation_cpu`` (float32,
-64x32, batch 16 x 4, Adam) on random images, in (a) one process with ``--cores`` threads and
+64x32, batch 16 x 4, Adam; the harness's ``training_step``, as bench_train.py's) on random
+images, in (a) one process with ``--cores`` threads and
 (b) ``--cores`` processes with one thread each, pinned to one core each, started together.
-Rounds alternate a and b; medians are reported. Writes
+Rounds interleave a and b (a b, b a, ...); medians are reported. Writes
 experiments/results/bench_lanes.{json,md} with the machine line.
 
     python experiments/bench_lanes.py [--rows none,cbam] [--steps 6] [--rounds 2]
@@ -13,56 +14,33 @@ experiments/results/bench_lanes.{json,md} with the machine line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import numpy as np
+from harness import (
+    RESULTS,
+    add_bench_args,
+    interleaved,
+    machine_record,
+    markdown_table,
+    medians,
+    results_header,
+    time_calls,
+    training_step,
+    write_results,
+)
 
 
 def time_steps(attention: str, steps: int, threads: int) -> float:
     """Seconds for ``steps`` training steps (after one warm-up step) of the ablation_cpu setting
     with ``attention`` and the joint circle loss, in this process at ``threads`` threads."""
     import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    import reid_attn
-    from reid_attn.module import ReIDModule
 
     torch.set_num_threads(threads)
-    conf = Path(reid_attn.__file__).parent / "conf"
-    with initialize_config_dir(str(conf), version_base="1.3"):
-        cfg = compose(
-            "train", ["experiment=ablation_cpu", f"attention={attention}", "output_dir=x"]
-        )
-    torch.manual_seed(0)
-    module = ReIDModule(
-        num_classes=184,
-        **{
-            k: OmegaConf.to_container(cfg[k], resolve=True)
-            for k in ("model", "loss", "optimizer", "scheduler", "evaluation")
-        },
-    )
-    module.train()
-    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.optimizer.lr)
-    p, k = cfg.data.num_identities, cfg.data.num_instances
-    images = torch.randn(p * k, 3, cfg.data.height, cfg.data.width)
-    pids = torch.arange(p).repeat_interleave(k)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        module.compute_losses(module.net(images), pids)["loss"].backward()
-        optimizer.step()
-
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return time.perf_counter() - start
+    spec = {"overrides": ["experiment=ablation_cpu"], "attention": attention, "variant": "fp32"}
+    step, _batch = training_step({**spec, "device": "cpu", "batch": 0, "num_classes": 184})
+    return sum(time_calls(step, steps, warmup=1))
 
 
 def run_workers(attention: str, steps: int, layout: str, cores: list[int]) -> float:
@@ -90,51 +68,43 @@ def run_workers(attention: str, steps: int, layout: str, cores: list[int]) -> fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="none,cbam", help="attention types to measure")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    add_bench_args(parser, steps=6, rounds=2, out=RESULTS)
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         attention, steps, threads = args.worker
         print(time_steps(attention, int(steps), int(threads)))
         return
-    from reid_attn.runs.machine import machine_info, machine_line
-
     cores = sorted(os.sched_getaffinity(0))
     results = {}
     for attention in args.rows.split(","):
-        rates = {"one": [], "lanes": []}
-        for _ in range(args.rounds):
-            for layout in rates:
-                rates[layout].append(run_workers(attention, args.steps, layout, cores))
-        results[attention] = {k: float(np.median(v)) for k, v in rates.items()}
-        print(attention, {k: round(v, 1) for k, v in results[attention].items()}, flush=True)
-    info = machine_info("32-true")
-    info["threads"] = len(cores)
-    lines = [
-        "# Two single-thread lanes against one multi-thread job",
-        "",
-        f"Command: `python experiments/bench_lanes.py --rows {args.rows} --steps {args.steps} "
-        f"--rounds {args.rounds}`  ",
-        f"Machine: {machine_line(info)}  ",
-        "Training step of experiment=ablation_cpu (float32, 64x32, batch 64, Adam), random "
-        f"images; images/s summed over the processes, median of {args.rounds} alternating rounds.",
-        "",
-        f"| attention | one job, {len(cores)} threads | {len(cores)} single-thread lanes "
-        "| lanes / one |",
-        "|---|---:|---:|---:|",
-    ]
-    for attention, r in results.items():
-        lines.append(
-            f"| {attention} | {r['one']:.1f} | {r['lanes']:.1f} | {r['lanes'] / r['one']:.2f} |"
+        runs = interleaved(
+            ["one", "lanes"],
+            lambda layout, attention=attention: run_workers(attention, args.steps, layout, cores),
+            args.rounds,
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_lanes.md").write_text("\n".join(lines) + "\n")
-    (args.out / "bench_lanes.json").write_text(
-        json.dumps({"machine": info, "steps": args.steps, "results": results}, indent=2) + "\n"
-    )
-    print("\n".join(lines))
+        results[attention] = medians(runs)
+        print(attention, {k: round(v, 1) for k, v in results[attention].items()}, flush=True)
+    result = {
+        "command": f"python experiments/bench_lanes.py --rows {args.rows} --steps {args.steps} "
+        f"--rounds {args.rounds}",
+        **machine_record("32-true", threads=len(cores)),
+        "steps": args.steps,
+        "results": results,
+    }
+    columns = ["attention", f"one job, {len(cores)} threads", f"{len(cores)} single-thread lanes"]
+    rows = [
+        [name, f"{r['one']:.1f}", f"{r['lanes']:.1f}", f"{r['lanes'] / r['one']:.2f}"]
+        for name, r in results.items()
+    ]
+    lines = [
+        *results_header("Two single-thread lanes against one multi-thread job", result),
+        "Training step of experiment=ablation_cpu (float32, 64x32, batch 64, Adam), random "
+        f"images; images/s summed over the processes, median of {args.rounds} interleaved rounds.",
+        "",
+        *markdown_table([*columns, "lanes / one"], rows, "lrrr"),
+    ]
+    print((write_results(result, lines, "bench_lanes", args.out)).read_text())
 
 
 if __name__ == "__main__":
