@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,7 +42,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_train import compose_train_config
+from harness import (
+    build_module,
+    command_line,
+    compose_train_config,
+    machine_record,
+    markdown_table,
+    results_header,
+    write_results,
+)
 
 ATTENTIONS = ("none", "se", "eca", "cbam")
 #: Tracking tolerance: the fast step's loss may move from the eager one's by this factor times
@@ -77,11 +83,8 @@ class PaceRunner:
     """A module, its optimizer and a memory-pipeline batch source for one :class:`RunSpec`."""
 
     def __init__(self, spec: RunSpec) -> None:
-        from omegaconf import OmegaConf
-
         from reid_attn.data.batch_augment import BatchAugment
         from reid_attn.data.sampler import PKSampler
-        from reid_attn.module import ReIDModule
 
         self.spec = spec
         self.device = torch.device(spec.device)
@@ -90,13 +93,7 @@ class PaceRunner:
             overrides += ["model.compile=true", f"model.compile_mode={spec.compile_mode}"]
         cfg = compose_train_config(overrides)
         torch.manual_seed(spec.seed)
-        self.module = ReIDModule(
-            num_classes=spec.num_classes,
-            **{
-                key: OmegaConf.to_container(cfg[key], resolve=True)
-                for key in ("model", "loss", "optimizer", "scheduler", "evaluation")
-            },
-        ).to(self.device)
+        self.module = build_module(cfg, spec.num_classes, self.device)
         self.module.train()
         self.initial_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         self.optimizer = self._optimizer()
@@ -397,36 +394,47 @@ def _rates(done: dict) -> dict:
     }
 
 
-def write_markdown(result: dict, path: Path) -> None:
+def markdown(result: dict) -> list[str]:
     """``pace.md``: the three tables."""
     spec = result["spec"]
     batch = spec["identities"] * spec["instances"]
-    lines = [
-        "# Training at the GPU's pace (experiments/pace.py)",
-        "",
-        f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}  ",
+    columns = ["attention", "images/s", "x none", "memory pipeline images/s"]
+    columns += ["pipeline / model", "compile + warm-up s"]
+    rows = [
+        [
+            row["attention"],
+            f"{row['images_per_s']:.1f}",
+            f"{row['ratio_to_none']:.3f}",
+            f"{row['pipeline_images_per_s']:.0f}",
+            f"{row['pipeline_images_per_s'] / row['images_per_s']:.1f}",
+            f"{result['warmup_seconds']['fast-' + row['attention']]:.0f}",
+        ]
+        for row in result["throughput"]
+    ]
+    jobs = [[row["jobs"], f"{row['images_per_s']:.1f}"] for row in result["jobs"]]
+    track = result["tracking"]
+    steps = len(track["losses"]["fast-cbam-bf16"])
+    means = {k: window_means(v) for k, v in track["losses"].items()}
+    windows = [
+        [
+            f"{start}-{min(start + TRACKING_WINDOW, steps) - 1}",
+            *(
+                f"{means[name][i]:.3f}"
+                for name in ("fast-cbam-bf16", "eager-cbam-bf16", "eager-cbam-fp32")
+            ),
+        ]
+        for i, start in enumerate(range(0, steps, TRACKING_WINDOW))
+    ]
+    return [
+        *results_header("Training at the GPU's pace (experiments/pace.py)", result),
         f"Fast step: batch {batch} = {spec['identities']} x {spec['instances']}, "
         f"{spec['size'][0]}x{spec['size'][1]}, {spec['precision']}, channels-last "
         f"{spec['channels_last']}, compile mode {spec['compile_mode']}, memory pipeline on the "
         f"device, fused Adam on CUDA; {result['window']} s windows.",
         "",
-        "| attention | images/s | x none | memory pipeline images/s | pipeline / model | "
-        "compile + warm-up s |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in result["throughput"]:
-        warmup = result["warmup_seconds"]["fast-" + row["attention"]]
-        lines.append(
-            f"| {row['attention']} | {row['images_per_s']:.1f} | {row['ratio_to_none']:.3f} | "
-            f"{row['pipeline_images_per_s']:.0f} | "
-            f"{row['pipeline_images_per_s'] / row['images_per_s']:.1f} | {warmup:.0f} |"
-        )
-    lines += ["", "| CBAM jobs at once | images/s together |", "|---:|---:|"]
-    lines += [f"| {row['jobs']} | {row['images_per_s']:.1f} |" for row in result["jobs"]]
-    track = result["tracking"]
-    steps = len(track["losses"]["fast-cbam-bf16"])
-    lines += [
+        *markdown_table(columns, rows, "lrrrrr"),
+        "",
+        *markdown_table(["CBAM jobs at once", "images/s together"], jobs, "rr"),
         "",
         f"Loss tracking over {steps} steps from the same weights and batches (CBAM): largest "
         f"relative gap of {TRACKING_WINDOW}-step means, fast vs eager (bf16): "
@@ -435,17 +443,8 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{TRACKING_FLOOR})): **{'tracks' if track['tracks'] else 'does not track'}**; first "
         f"step (same weights, same batch) {track['first_step_difference']:.4f}.",
         "",
-        "| steps | fast bf16 | eager bf16 | eager fp32 |",
-        "|---|---:|---:|---:|",
+        *markdown_table(["steps", "fast bf16", "eager bf16", "eager fp32"], windows, "lrrr"),
     ]
-    means = {k: window_means(v) for k, v in track["losses"].items()}
-    for i, start in enumerate(range(0, steps, TRACKING_WINDOW)):
-        stop = min(start + TRACKING_WINDOW, steps)
-        lines.append(
-            f"| {start}-{stop - 1} | {means['fast-cbam-bf16'][i]:.3f} | "
-            f"{means['eager-cbam-bf16'][i]:.3f} | {means['eager-cbam-fp32'][i]:.3f} |"
-        )
-    path.write_text("\n".join([*lines, ""]))
 
 
 def main() -> None:
@@ -479,18 +478,9 @@ def main() -> None:
         args.compile_mode, args.cache_images, args.num_classes = "none", 64, 16
         args.warmup, args.window, args.track_steps, args.max_jobs = 1, 1.0, 3, 2
     result = run(args)
-    device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
-    result.update(
-        command=" ".join(["python", "experiments/pace.py", *sys.argv[1:]]),
-        machine=f"{device or platform.machine()}, {os.cpu_count()} CPU cores, torch "
-        f"{torch.__version__}",
-        window=args.window,
-    )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pace.json").write_text(json.dumps(result, indent=2))
-    write_markdown(result, out / "pace.md")
-    print((out / "pace.md").read_text())
+    precision = "bf16-mixed (eager fp32 for tracking)" if args.precision == "bf16" else "32-true"
+    result.update(command=command_line(), **machine_record(precision), window=args.window)
+    print(write_results(result, markdown(result), "pace", args.out).read_text())
 
 
 if __name__ == "__main__":
