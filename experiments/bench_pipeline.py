@@ -18,19 +18,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_train import compose_train_config
+from harness import (
+    RESULTS,
+    add_bench_args,
+    command_line,
+    compose_train_config,
+    interleaved,
+    machine_record,
+    markdown_table,
+    medians,
+    results_header,
+    write_results,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PIPELINES = ("loader", "memory")
+TITLE = "Data pipelines: loader vs memory (CPU default of data.pipeline=auto)"
 
 
 def cpu_seconds(children: bool) -> float:
@@ -76,6 +85,14 @@ def data_epochs(pipeline: str, epochs: int) -> dict:
     }
 
 
+def train_precision() -> str:
+    """The default config's training precision as a run resolves it on this machine."""
+    from reid_attn.config import resolve_precision
+
+    trainer = compose_train_config([]).trainer
+    return resolve_precision(str(trainer.precision), trainer.get("accelerator"))
+
+
 def train_run(pipeline: str, epochs: int, folder: Path) -> dict:
     """Wall seconds, CPU seconds and test metrics of one default training run."""
     run_dir = folder / f"{pipeline}-{time.monotonic_ns()}"
@@ -100,52 +117,63 @@ def train_run(pipeline: str, epochs: int, folder: Path) -> dict:
     }
 
 
-def write_markdown(result: dict, path: Path) -> None:
+def where(pipeline: str, row: dict) -> str:
+    """Where a pipeline's data work runs."""
+    return f"{row['num_workers']} workers" if pipeline == "loader" else "training process"
+
+
+def markdown(result: dict) -> list[str]:
     """The tables of this benchmark."""
     data = result["data"]
     size = data["loader"]["size"]
+    columns = ["pipeline", "CPU s / epoch", "wall s / epoch", "one-off set-up: CPU s", "wall s"]
+    rows = [
+        [
+            f"{name} ({where(name, row)})",
+            f"{row['cpu_seconds_per_epoch']:.2f}",
+            f"{row['wall_seconds_per_epoch']:.2f}",
+            f"{row['setup_cpu_seconds']:.2f}",
+            f"{row['setup_wall_seconds']:.2f}",
+        ]
+        for name, row in data.items()
+    ]
     lines = [
-        "# Data pipelines: loader vs memory (CPU default of data.pipeline=auto)",
-        "",
-        f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}, OMP_NUM_THREADS={result['omp_num_threads']}",
+        *results_header(
+            "Data pipelines: loader vs memory (CPU default of data.pipeline=auto)", result
+        ),
+        f"OMP_NUM_THREADS={result['omp_num_threads']}",
         "",
         f"Training batches of the default config ({size[0]}x{size[1]}, 16 x 4, "
         f"{data['loader']['images_per_epoch']} images an epoch), mean of {result['epochs']} "
         "epochs; CPU seconds count this process and its loader workers:",
         "",
-        "| pipeline | CPU s / epoch | wall s / epoch | one-off set-up: CPU s | wall s |",
-        "|---|---:|---:|---:|---:|",
+        *markdown_table(columns, rows, "lrrrr"),
     ]
-    for name, row in data.items():
-        where = f"{row['num_workers']} workers" if name == "loader" else "training process"
-        lines.append(
-            f"| {name} ({where}) | {row['cpu_seconds_per_epoch']:.2f} | "
-            f"{row['wall_seconds_per_epoch']:.2f} | {row['setup_cpu_seconds']:.2f} | "
-            f"{row['setup_wall_seconds']:.2f} |"
-        )
     if result.get("train"):
+        train = [
+            [
+                name,
+                ", ".join(f"{v:.0f}" for v in row["seconds"]),
+                ", ".join(f"{v:.0f}" for v in row["cpu_seconds"]),
+                f"{100 * row['mAP'][0]:.2f}",
+            ]
+            for name, row in result["train"].items()
+        ]
         lines += [
             "",
             f"`python -m reid_attn.train trainer.max_epochs={result['train_epochs']}` (the "
             f"default config), {result['rounds']} interleaved round(s):",
             "",
-            "| pipeline | wall s | CPU s | test mAP |",
-            "|---|---|---|---:|",
+            *markdown_table(["pipeline", "wall s", "CPU s", "test mAP"], train, "lllr"),
         ]
-        for name, row in result["train"].items():
-            walls = ", ".join(f"{v:.0f}" for v in row["seconds"])
-            cpus = ", ".join(f"{v:.0f}" for v in row["cpu_seconds"])
-            lines.append(f"| {name} | {walls} | {cpus} | {100 * row['mAP'][0]:.2f} |")
-    path.write_text("\n".join([*lines, ""]))
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of batches per pipeline")
     parser.add_argument("--train-epochs", type=int, default=0, help="0: no training runs")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS))
+    add_bench_args(parser, rounds=1, out=RESULTS)
     parser.add_argument("--name", default="bench_pipeline", help="result files' name")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
@@ -158,32 +186,38 @@ def main() -> None:
         )
     train = {}
     if args.train_epochs:
-        train = {name: {"seconds": [], "cpu_seconds": [], "mAP": []} for name in PIPELINES}
         with tempfile.TemporaryDirectory() as folder:
-            for round_index in range(args.rounds):
-                for name in PIPELINES if round_index % 2 == 0 else PIPELINES[::-1]:
-                    run = train_run(name, args.train_epochs, Path(folder))
-                    for key in ("seconds", "cpu_seconds"):
-                        train[name][key].append(run[key])
-                    train[name]["mAP"].append(run["metrics"]["mAP"])
-                    print(f"{name}: {run['seconds']:.0f} s wall, {run['cpu_seconds']:.0f} s CPU")
+
+            def report(_round: int, name: str, run: dict) -> None:
+                print(f"{name}: {run['seconds']:.0f} s wall, {run['cpu_seconds']:.0f} s CPU")
+
+            runs = interleaved(
+                PIPELINES,
+                lambda name: train_run(name, args.train_epochs, Path(folder)),
+                args.rounds,
+                report=report,
+            )
+        train = {
+            name: {
+                "seconds": [run["seconds"] for run in done],
+                "cpu_seconds": [run["cpu_seconds"] for run in done],
+                "mAP": [run["metrics"]["mAP"] for run in done],
+            }
+            for name, done in runs.items()
+        }
+    load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     result = {
-        "command": " ".join(["python", "experiments/bench_pipeline.py", *sys.argv[1:]]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average "
-        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (a shared machine)",
+        "command": command_line(),
+        **machine_record(train_precision() if args.train_epochs else None, extra=load),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
         "epochs": args.epochs,
         "train_epochs": args.train_epochs,
         "rounds": args.rounds,
         "data": data,
         "train": train,
-        "median_train_seconds": {k: statistics.median(v["seconds"]) for k, v in train.items()},
+        "median_train_seconds": medians({k: v["seconds"] for k, v in train.items()}),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    write_markdown(result, out / f"{args.name}.md")
-    print((out / f"{args.name}.md").read_text())
+    print(write_results(result, markdown(result), args.name, args.out).read_text())
 
 
 if __name__ == "__main__":
