@@ -15,20 +15,25 @@ Median of ``--repeats`` timed batches after ``--warmup``; rounds interleave the 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
+from harness import (
+    RESULTS,
+    add_bench_args,
+    command_line,
+    interleaved,
+    machine_record,
+    markdown_table,
+    medians,
+    results_header,
+    synchronizer,
+    time_calls,
+    write_results,
+)
 from PIL import Image
 
 from reid_attn.data.batch_augment import BatchAugment
 from reid_attn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_train_transform
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def hand_written(height: int, width: int, device: torch.device):
@@ -74,22 +79,6 @@ def torchvision_per_image(height: int, width: int, device: torch.device):
     return run, prepare
 
 
-def time_method(run, images, device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``run(images)`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        run(images)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        run(images)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def measure(args: argparse.Namespace) -> dict:
     """images/s per method and size, median over interleaved rounds."""
     device = torch.device(args.device)
@@ -106,82 +95,75 @@ def measure(args: argparse.Namespace) -> dict:
         if not args.no_torchvision:
             run, prepare = torchvision_per_image(height, width, device)
             methods["torchvision per image"] = (run, prepare(images))
-        seconds: dict[str, list[float]] = {name: [] for name in methods}
-        for round_index in range(args.rounds):
-            order = list(methods) if round_index % 2 == 0 else list(methods)[::-1]
-            for name in order:
-                run, inputs = methods[name]
-                seconds[name] += time_method(run, inputs, device, args.warmup, args.repeats)
-        base = statistics.median(seconds["hand-written"])
+
+        def timed(name: str, methods: dict = methods) -> list[float]:
+            run, inputs = methods[name]
+            sync = synchronizer(device)
+            return time_calls(lambda: run(inputs), args.repeats, args.warmup, sync)
+
+        runs = interleaved(list(methods), timed, args.rounds)
+        seconds = {name: [t for times in rounds for t in times] for name, rounds in runs.items()}
+        median = medians(seconds)
         for name, values in seconds.items():
-            median = statistics.median(values)
             rows.append(
                 {
                     "size": size,
                     "method": name,
-                    "ms_per_batch": 1000 * median,
+                    "ms_per_batch": 1000 * median[name],
                     "best_ms_per_batch": 1000 * min(values),
-                    "images_per_s": args.batch / median,
-                    "x_hand_written": base / median,
+                    "images_per_s": args.batch / median[name],
+                    "x_hand_written": median["hand-written"] / median[name],
                 }
             )
             print(
-                f"{size} {name:<22} {1000 * median:8.2f} ms (best {1000 * min(values):.2f})"
-                f"  {args.batch / median:10.0f} img/s"
+                f"{size} {name:<22} {1000 * median[name]:8.2f} ms (best {1000 * min(values):.2f})"
+                f"  {args.batch / median[name]:10.0f} img/s"
             )
     return {"rows": rows}
 
 
-def write_markdown(result: dict, path: Path) -> None:
+def markdown(result: dict) -> list[str]:
     """The table of :func:`measure` with the command and machine."""
-    lines = [
-        "# Batched training augmentation: hand-written vs kornia vs per-image torchvision",
-        "",
-        f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}  ",
+    title = "Batched training augmentation: hand-written vs kornia vs per-image torchvision"
+    columns = ["size", "method", "ms / batch", "best ms", "images/s", "speed x hand-written"]
+    rows = [
+        [
+            r["size"],
+            r["method"],
+            f"{r['ms_per_batch']:.2f}",
+            f"{r['best_ms_per_batch']:.2f}",
+            f"{r['images_per_s']:.0f}",
+            f"{r['x_hand_written']:.2f}",
+        ]
+        for r in result["rows"]
+    ]
+    return [
+        *results_header(title, result),
         f"Batch {result['batch']} uint8 images -> augmented float32 (flip, pad 10 + crop, "
         f"normalise, random erasing); median (and best) of {result['repeats']} batches x "
         f"{result['rounds']} interleaved rounds.",
         "",
-        "| size | method | ms / batch | best ms | images/s | speed x hand-written |",
-        "|---|---|---:|---:|---:|---:|",
+        *markdown_table(columns, rows, "llrrrr"),
     ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['size']} | {r['method']} | {r['ms_per_batch']:.2f} | "
-            f"{r['best_ms_per_batch']:.2f} | {r['images_per_s']:.0f} | "
-            f"{r['x_hand_written']:.2f} |"
-        )
-    path.write_text("\n".join([*lines, ""]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sizes", default="64x32,256x128")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
+    add_bench_args(parser, device="cpu", sizes="64x32,256x128", batch=64, warmup=2)
+    add_bench_args(parser, repeats=20, rounds=3, out=RESULTS)
     parser.add_argument("--no-torchvision", action="store_true", help="skip the per-image row")
-    parser.add_argument("--out", default=str(RESULTS), help="folder of bench_augment.{json,md}")
     args = parser.parse_args()
     args.sizes = args.sizes.split(",")
     result = measure(args)
-    name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
     result.update(
-        command=" ".join(["python", "experiments/bench_augment.py", *sys.argv[1:]]),
-        machine=f"{name or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}",
+        command=command_line(),
+        **machine_record("float32"),
         batch=args.batch,
         repeats=args.repeats,
         rounds=args.rounds,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     tag = "" if args.device == "cpu" else f"_{args.device}"
-    (out / f"bench_augment{tag}.json").write_text(json.dumps(result, indent=2))
-    write_markdown(result, out / f"bench_augment{tag}.md")
+    write_results(result, markdown(result), f"bench_augment{tag}", args.out)
 
 
 if __name__ == "__main__":
