@@ -16,21 +16,24 @@ and .md (not with --quick).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
+from harness import (
+    RESULTS,
+    add_bench_args,
+    command_line,
+    interleaved,
+    machine_record,
+    markdown_table,
+    medians,
+    results_header,
+    write_results,
+)
 
 from reid_attn.metrics import compute_distance, evaluate_rank
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def argsort_evaluate_rank(
@@ -99,15 +102,15 @@ def make_problem(
 def time_interleaved(
     methods: dict[str, Callable[[], object]], repeats: int
 ) -> tuple[dict[str, list[float]], dict[str, object]]:
-    """Run every method once per repeat, in turn; return their times and last outputs."""
-    times: dict[str, list[float]] = {name: [] for name in methods}
+    """Run every method once per round (rounds interleaved); their times and last outputs."""
     outputs: dict[str, object] = {}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            start = time.perf_counter()
-            outputs[name] = fn()
-            times[name].append(time.perf_counter() - start)
-    return times, outputs
+
+    def timed(name: str) -> float:
+        start = time.perf_counter()
+        outputs[name] = methods[name]()
+        return time.perf_counter() - start
+
+    return interleaved(list(methods), timed, repeats), outputs
 
 
 def match_stats(distmat: np.ndarray, q_pids, g_pids, q_camids, g_camids) -> dict:
@@ -143,7 +146,7 @@ def bench_case(name: str, problem: tuple[np.ndarray, ...], repeats: int) -> dict
     )
     if not identical:
         raise SystemExit(f"{name}: results differ from the previous implementation")
-    median = {k: statistics.median(v) for k, v in times.items()}
+    median = medians(times)
     row = {
         "case": name,
         "dtype": str(distmat.dtype),
@@ -190,7 +193,7 @@ def bench_cuda(problem: tuple[np.ndarray, ...], repeats: int) -> dict | None:
     cpu = evaluate_rank(distmat, *labels)
     gpu = outputs["evaluate_rank (ours, cuda)"]
     assert np.array_equal(cpu["cmc"], gpu["cmc"]) and abs(cpu["mAP"] - gpu["mAP"]) < 1e-12
-    median = {k: statistics.median(v) for k, v in times.items()}
+    median = medians(times)
     return {
         "device": torch.cuda.get_device_name(0),
         "seconds": times,
@@ -201,26 +204,32 @@ def bench_cuda(problem: tuple[np.ndarray, ...], repeats: int) -> dict | None:
     }
 
 
-def write_markdown(result: dict, path: Path) -> None:
-    lines = [
-        "# Exact CMC / mAP / mINP without sorting the gallery",
-        "",
-        f"Machine: {result['machine']}. Command: `{result['command']}`. Problem: "
-        f"{result['problem']}. Median of {result['repeats']} interleaved repeats.",
-        "",
-        "| distances | np.argsort (s) | previous: stable argsort (s) | ours (s) "
-        "| ours / np.argsort | ours / previous | matches tied with another item |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+def markdown(result: dict) -> list[str]:
+    """The results page: one row a case, then the CUDA line."""
+    columns = ["distances", "np.argsort (s)", "previous: stable argsort (s)", "ours (s)"]
+    columns += ["ours / np.argsort", "ours / previous", "matches tied with another item"]
+    rows = []
     for row in result["rows"]:
         m = row["median_seconds"]
-        lines.append(
-            f"| {row['case']} | {m['np.argsort']:.3f} | {m['previous (stable argsort)']:.3f} "
-            f"| {m['evaluate_rank (ours)']:.3f} | {row['ratio_to_np_argsort']:.3f} "
-            f"| {row['ratio_to_previous']:.3f} | {100 * row['matches_tied_with_another_item']:.1f}%"
-            f" |"
+        rows.append(
+            [
+                row["case"],
+                f"{m['np.argsort']:.3f}",
+                f"{m['previous (stable argsort)']:.3f}",
+                f"{m['evaluate_rank (ours)']:.3f}",
+                f"{row['ratio_to_np_argsort']:.3f}",
+                f"{row['ratio_to_previous']:.3f}",
+                f"{100 * row['matches_tied_with_another_item']:.1f}%",
+            ]
         )
-    lines += ["", "Results identical to the previous implementation in every case."]
+    lines = [
+        *results_header("Exact CMC / mAP / mINP without sorting the gallery", result),
+        f"Problem: {result['problem']}. Median of {result['repeats']} interleaved repeats.",
+        "",
+        *markdown_table(columns, rows, "lrrrrrr"),
+        "",
+        "Results identical to the previous implementation in every case.",
+    ]
     if result.get("cuda"):
         c = result["cuda"]
         m = c["median_seconds"]
@@ -229,14 +238,13 @@ def write_markdown(result: dict, path: Path) -> None:
             f"torch.sort(stable) {m['torch.sort stable (cuda)']:.3f} s (ratio "
             f"{c['ratio_to_torch_sort']:.3f}), identical to the CPU result."
         )
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 1/4-sized problem, no files")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    add_bench_args(parser, repeats=3, seed=0)
     args = parser.parse_args()
     shape = dict(num_q=3368, num_g=15913, num_ids=750, num_cams=6, distractors=2800, dim=256)
     if args.quick:
@@ -248,9 +256,8 @@ def main() -> None:
         bench_case("float32 rounded to integers (heavy ties)", rounded, args.repeats),
     ]
     result = {
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores available "
-        f"(shared), numpy {np.__version__}, torch {torch.__version__}",
-        "command": " ".join(["python", "experiments/bench_eval.py", *sys.argv[1:]]),
+        **machine_record("float32", extra=f"numpy {np.__version__}"),
+        "command": command_line(),
         "problem": (
             f"{shape['num_q']:,} queries x {shape['num_g']:,} gallery, {shape['num_ids']} ids, "
             f"{shape['num_cams']} cameras, {shape['distractors']:,} distractors (pid 0), "
@@ -262,10 +269,7 @@ def main() -> None:
     }
     if args.quick:
         return
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, RESULTS / "bench_eval.md")
-    print((RESULTS / "bench_eval.md").read_text())
+    print(write_results(result, markdown(result), "bench_eval", RESULTS).read_text())
 
 
 if __name__ == "__main__":

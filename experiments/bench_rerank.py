@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,11 +26,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from peak_memory import reset_peak_rss, status_kib
+from harness import (
+    RESULTS,
+    add_bench_args,
+    command_line,
+    machine_record,
+    markdown_table,
+    reset_peak_rss,
+    results_header,
+    status_kib,
+    write_results,
+)
 
 from reid_attn.metrics import compute_distance
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def dense_re_ranking(
@@ -178,28 +185,31 @@ def compare(num_q: int, num_g: int, args: argparse.Namespace, dense: bool) -> di
         return row
 
 
-def write_markdown(result: dict, path: Path) -> None:
+def markdown(result: dict) -> list[str]:
+    """The results page: time and memory of each method and size, then the comparisons."""
+    columns = ["N (query + gallery)", "method", "time (s)", "tracemalloc peak (MB)"]
+    columns += ["RSS growth (MB)", "inputs (MB)"]
+    rows = [
+        [
+            f"{row['N']:,} ({row['num_q']:,} + {row['num_g']:,})",
+            method,
+            f"{row[method]['seconds']:.2f}",
+            f"{row[method]['tracemalloc_peak_mb']:.0f}",
+            f"{row[method]['rss_growth_mb']:.0f}",
+            f"{row[method]['input_mb']:.0f}",
+        ]
+        for row in result["rows"]
+        for method in ("dense", "sparse")
+        if method in row
+    ]
     lines = [
-        "# k-reciprocal re-ranking: sparse top-k vs dense",
-        "",
-        f"Machine: {result['machine']}. Command: `{result['command']}`. "
+        *results_header("k-reciprocal re-ranking: sparse top-k vs dense", result),
         f"k1={result['k1']}, k2={result['k2']}, lambda={result['lambda']}; float32 squared "
         "Euclidean distances of identity-clustered random features.",
         "",
-        "| N (query + gallery) | method | time (s) | tracemalloc peak (MB) | RSS growth (MB) "
-        "| inputs (MB) |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *markdown_table(columns, rows, "llrrrr"),
+        "",
     ]
-    for row in result["rows"]:
-        size = f"{row['N']:,} ({row['num_q']:,} + {row['num_g']:,})"
-        for method in ("dense", "sparse"):
-            if method in row:
-                s = row[method]
-                lines.append(
-                    f"| {size} | {method} | {s['seconds']:.2f} | {s['tracemalloc_peak_mb']:.0f} "
-                    f"| {s['rss_growth_mb']:.0f} | {s['input_mb']:.0f} |"
-                )
-    lines.append("")
     for row in result["rows"]:
         if "dense" in row:
             lines.append(
@@ -208,7 +218,7 @@ def write_markdown(result: dict, path: Path) -> None:
                 f"{row['memory_ratio_rss_growth_mb']:.3f}x (RSS growth) of the dense one; "
                 f"max |difference| = {row['max_abs_diff']:.2e}."
             )
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main() -> None:
@@ -216,13 +226,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes only")
     parser.add_argument("--worker", choices=["sparse", "dense"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--k1", type=int, default=20)
-    parser.add_argument("--k2", type=int, default=6)
-    parser.add_argument("--lam", type=float, default=0.3)
+    add_bench_args(parser, k1=20, k2=6, lam=0.3, seed=0)
     parser.add_argument("--ids", type=int, default=750, help="identities in the problem")
     parser.add_argument("--dim", type=int, default=256, help="feature dimension")
     parser.add_argument("--noise", type=float, default=1.0, help="feature noise around centres")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs of the sparse method")
     parser.add_argument("--no-full", action="store_true", help="skip the N = 19,281 run")
     args = parser.parse_args()
@@ -235,9 +242,8 @@ def main() -> None:
     if not args.quick and not args.no_full:
         rows.append(compare(3368, 15913, args, dense=False))  # full Market-1501 test set
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-        f"torch threads, {len(__import__('os').sched_getaffinity(0))} CPU cores available",
-        "command": " ".join(["python", "experiments/bench_rerank.py", *sys.argv[1:]]),
+        **machine_record("float32"),
+        "command": command_line(),
         "k1": args.k1,
         "k2": args.k2,
         "lambda": args.lam,
@@ -246,10 +252,7 @@ def main() -> None:
     if args.quick:
         print(json.dumps(rows, indent=2))
         return
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_rerank.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, RESULTS / "bench_rerank.md")
-    print((RESULTS / "bench_rerank.md").read_text())
+    print(write_results(result, markdown(result), "bench_rerank", RESULTS).read_text())
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from peak_memory import reset_peak_rss, status_kib
+from harness import (
+    RESULTS,
+    add_bench_args,
+    command_line,
+    machine_record,
+    markdown_table,
+    reset_peak_rss,
+    results_header,
+    status_kib,
+    write_results,
+)
 
 from reid_attn.metrics import (
     compute_distance,
@@ -49,7 +58,6 @@ from reid_attn.metrics import (
     re_ranking,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: MSMT17 test set: queries, gallery images, identities, cameras.
 MSMT17 = {"num_q": 11659, "num_g": 82161, "num_ids": 3060, "num_cams": 15}
 #: Goals at full scale: peak RSS (GB) and, for re-ranking, time (s).
@@ -166,13 +174,42 @@ def run_worker(task: str, argv: list[str]) -> dict:
         return json.loads(out.read_text())
 
 
-def write_markdown(result: dict, path: Path) -> None:
+def goal_text(name: str, row: dict, scale: float) -> str:
+    """The goal of measurement ``name`` at full scale, and at full scale whether it was met."""
+    goal = GOALS[name]
+    text = f"peak RSS < {goal['peak_rss_gb']:.0f} GB" + (
+        f", < {goal['seconds'] / 60:.0f} min" if "seconds" in goal else ""
+    )
+    if scale == 1.0:
+        met = row["peak_rss_gb"] < goal["peak_rss_gb"] and row["seconds"] < goal.get(
+            "seconds", float("inf")
+        )
+        text += " (met)" if met else " (NOT met)"
+    return text
+
+
+def markdown(result: dict) -> list[str]:
+    """The results page: the problem, one row a measurement, the dense checks."""
     shape = result["shape"]
+    columns = ["measurement", "time (s)", "first re-ranked block (s)", "peak RSS (GB)"]
+    columns += ["RSS before (GB)", "mAP", "rank-1", "goal (full scale)"]
+    rows = []
+    for name, row in result["rows"].items():
+        first = row.get("seconds_to_first_block")
+        rows.append(
+            [
+                name,
+                f"{row['seconds']:.1f}",
+                "" if first is None else f"{first:.1f}",
+                f"{row['peak_rss_gb']:.2f}",
+                f"{row['rss_before_gb']:.2f}",
+                f"{row['mAP']:.4f}",
+                f"{row['rank1']:.4f}",
+                goal_text(name, row, result["scale"]),
+            ]
+        )
     lines = [
-        "# Evaluation and re-ranking at MSMT17 scale",
-        "",
-        f"Machine: {result['machine']}. Command: `{result['command']}`.",
-        "",
+        *results_header("Evaluation and re-ranking at MSMT17 scale", result),
         f"Problem (scale {result['scale']}): {shape['num_q']:,} queries x {shape['num_g']:,} "
         f"gallery images (N = {shape['num_q'] + shape['num_g']:,}), {shape['num_ids']:,} "
         f"identities, {shape['num_cams']} cameras, {result['dim']}-d float32 features "
@@ -180,27 +217,9 @@ def write_markdown(result: dict, path: Path) -> None:
         f"k2={result['k2']}, lambda={result['lambda']}. A dense query x gallery float32 matrix "
         f"would be {result['dense_qg_gb']:.2f} GB, the N x N one {result['dense_nn_gb']:.2f} GB.",
         "",
-        "| measurement | time (s) | first re-ranked block (s) | peak RSS (GB) | RSS before (GB) "
-        "| mAP | rank-1 | goal (full scale) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *markdown_table(columns, rows, "lrrrrrrl"),
+        "",
     ]
-    for name, row in result["rows"].items():
-        goal = GOALS[name]
-        goal_text = f"peak RSS < {goal['peak_rss_gb']:.0f} GB" + (
-            f", < {goal['seconds'] / 60:.0f} min" if "seconds" in goal else ""
-        )
-        if result["scale"] == 1.0:
-            met = row["peak_rss_gb"] < goal["peak_rss_gb"] and row["seconds"] < goal.get(
-                "seconds", float("inf")
-            )
-            goal_text += " (met)" if met else " (NOT met)"
-        first = row.get("seconds_to_first_block")
-        lines.append(
-            f"| {name} | {row['seconds']:.1f} | {'' if first is None else f'{first:.1f}'} "
-            f"| {row['peak_rss_gb']:.2f} | {row['rss_before_gb']:.2f} | {row['mAP']:.4f} "
-            f"| {row['rank1']:.4f} | {goal_text} |"
-        )
-    lines.append("")
     for name, row in result["rows"].items():
         if "dense_mAP" in row:
             lines.append(
@@ -208,7 +227,7 @@ def write_markdown(result: dict, path: Path) -> None:
                 f"{row['max_abs_diff_mAP']:.1e}, CMC {row['max_abs_diff_cmc']:.1e}, mINP "
                 f"{row['max_abs_diff_mINP']:.1e}."
             )
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main() -> None:
@@ -220,10 +239,7 @@ def main() -> None:
     parser.add_argument("--camera-shift", type=float, default=0.5, help="per-camera offset")
     parser.add_argument("--chunk-size", type=int, default=None, help="queries per block")
     parser.add_argument("--block", type=int, default=None, help="items per re-ranking tile")
-    parser.add_argument("--k1", type=int, default=20)
-    parser.add_argument("--k2", type=int, default=6)
-    parser.add_argument("--lam", type=float, default=0.3)
-    parser.add_argument("--seed", type=int, default=0)
+    add_bench_args(parser, k1=20, k2=6, lam=0.3, seed=0)
     parser.add_argument("--worker", choices=["evaluate", "rerank"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -243,10 +259,11 @@ def main() -> None:
     shape = problem_shape(args.scale)
     num = shape["num_q"] + shape["num_g"]
     result = {
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores available "
-        f"(load average {os.getloadavg()[0]:.1f} at the end), {torch.get_num_threads()} torch "
-        f"threads, numpy {np.__version__}, torch {torch.__version__}",
-        "command": " ".join(["python", "experiments/bench_scale.py", *sys.argv[1:]]),
+        **machine_record(
+            "float32",
+            extra=f"load average {os.getloadavg()[0]:.1f} at the end, numpy {np.__version__}",
+        ),
+        "command": command_line(),
         "scale": args.scale,
         "shape": shape,
         "dim": args.dim,
@@ -258,10 +275,7 @@ def main() -> None:
         "lambda": args.lam,
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_scale.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, RESULTS / "bench_scale.md")
-    print((RESULTS / "bench_scale.md").read_text())
+    print(write_results(result, markdown(result), "bench_scale", RESULTS).read_text())
 
 
 if __name__ == "__main__":

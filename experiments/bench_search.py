@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,8 +39,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from harness import (
+    RESULTS,
+    command_line,
+    machine_record,
+    markdown_table,
+    reset_peak_rss,
+    results_header,
+    status_kib,
+    write_results,
+)
 from omegaconf import OmegaConf
-from peak_memory import reset_peak_rss, status_kib
 
 import reid_attn
 from reid_attn.retrieval.nearest import (
@@ -51,7 +59,6 @@ from reid_attn.retrieval.nearest import (
     import_faiss,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SEARCH_CONFIG = Path(reid_attn.__file__).parent / "conf" / "search.yaml"
 #: Goal at the largest size: recall@10 and speed-up of the approximate index over exact search.
 GOAL = {"size": 1_000_000, "recall_at_10": 0.95, "speedup": 10.0}
@@ -203,33 +210,35 @@ def measure_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
     return {"size": size, **problem, "methods": rows}
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The report as a Markdown page."""
+def markdown(report: dict[str, Any]) -> list[str]:
+    """The report as a Markdown page's lines."""
     a = report["args"]
+    columns = ["gallery", "method", "index", "build (s)", "queries/s", "speed-up", "recall@10"]
+    columns += ["peak RSS (GB)", "index (GB)"]
+    rows = [
+        [
+            f"{row['size']:,}",
+            method,
+            m.get("factory", "blocked matrix products"),
+            f"{m.get('build_s', 0):.1f}",
+            f"{m['queries_per_s']:.1f}",
+            f"{m.get('speedup', 1):.1f}x",
+            f"{m.get('recall_at_10', 1):.3f}",
+            f"{m['peak_rss_gb']:.2f}",
+            f"{m.get('index_gb', row['gallery_gb']):.2f}",
+        ]
+        for row in report["sizes"]
+        for method, m in row["methods"].items()
+    ]
     lines = [
-        "# Gallery search: exact vs approximate",
-        "",
-        f"Machine: {report['machine']}. Command: `{report['command']}`.",
-        "",
+        *results_header("Gallery search: exact vs approximate", report),
         f"Problem: {a['dim']}-d float32 random-prototype features (identities: random unit "
         f"vectors, {a['images_per_id']} gallery images per identity on average, noise std "
         f"{a['noise']} per dimension), {a['queries']:,} queries of gallery identities, squared "
         f"Euclidean distance, top {TOPK}. Approximate settings: `conf/search.yaml` "
         f"(approximate: {json.dumps(report['approximate'])}).",
         "",
-        "| gallery | method | index | build (s) | queries/s | speed-up | recall@10 | "
-        "peak RSS (GB) | index (GB) |",
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in report["sizes"]:
-        for method, m in row["methods"].items():
-            lines.append(
-                f"| {row['size']:,} | {method} | {m.get('factory', 'blocked matrix products')} | "
-                f"{m.get('build_s', 0):.1f} | {m['queries_per_s']:.1f} | "
-                f"{m.get('speedup', 1):.1f}x | {m.get('recall_at_10', 1):.3f} | "
-                f"{m['peak_rss_gb']:.2f} | {m.get('index_gb', row['gallery_gb']):.2f} |"
-            )
-    lines += [
+        *markdown_table(columns, rows, "rllrrrrrr"),
         "",
         "Exact search reads the gallery from disk block by block here (its peak RSS is the "
         "blocks'); the search command holds the gallery's features in memory (the index "
@@ -245,7 +254,7 @@ def markdown(report: dict[str, Any]) -> str:
     goal = report.get("goal")
     if goal:
         lines += ["", f"Goal at {GOAL['size']:,}: {goal}."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def goal_text(report: dict[str, Any]) -> str | None:
@@ -280,26 +289,23 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.folder, args.out)
         return
+    load = f"load average at start {os.getloadavg()[0]:.1f}"
+    extra = f"{load}, faiss {import_faiss().__version__}"
     report: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{torch.get_num_threads()} torch threads, load average at start "
-        f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, faiss "
-        f"{import_faiss().__version__}",
-        "command": "python experiments/bench_search.py " + " ".join(sys.argv[1:]),
+        **machine_record("float32", extra=extra),
+        "command": command_line(),
         "args": {k: v for k, v in vars(args).items() if k not in ("worker", "folder", "out")},
         "approximate": OmegaConf.to_container(OmegaConf.load(SEARCH_CONFIG).approximate),
         "sizes": [],
     }
     report["args"]["workdir"] = str(args.workdir)
     machine = report["machine"]
-    RESULTS.mkdir(exist_ok=True)
     for size in args.sizes:  # the files are rewritten after each size: a stopped run keeps them
         report["sizes"].append(measure_size(size, args))
         report["machine"] = f"{machine}, load average after {size:,}: {os.getloadavg()[0]:.1f}"
         report["goal"] = goal_text(report)
-        (RESULTS / f"{args.out_name}.json").write_text(json.dumps(report, indent=1))
-        (RESULTS / f"{args.out_name}.md").write_text(markdown(report))
-    print(markdown(report))
+        page = write_results(report, markdown(report), args.out_name, RESULTS)
+    print(page.read_text())
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 write again, so that each script keeps only its own question.
 
 * command line: :func:`add_bench_args` (the shared flags ``--sizes --batch --warmup --steps
-  --repeats --rounds --device --out``, each with the script's default), :func:`parse_size`,
+  --repeats --rounds --device --out --seed`` and re-ranking's ``--k1 --k2 --lam``, each with
+  the script's default), :func:`parse_size`,
   :func:`command_line`;
 * timing: :func:`time_calls` (warm-up, then timed calls), :func:`interleaved` (every
   configuration measured in turn, round after round, so that a slow phase of a shared machine
@@ -46,6 +47,10 @@ BENCH_FLAGS: dict[str, tuple[type, str]] = {
     "rounds": (int, "interleaved rounds over all configurations (median over rounds)"),
     "device": (str, "torch device"),
     "out": (Path, "folder of the result files"),
+    "seed": (int, "seed of the random problem"),
+    "k1": (int, "re-ranking: k of the k-reciprocal neighbours"),
+    "k2": (int, "re-ranking: neighbours of the local query expansion"),
+    "lam": (float, "re-ranking: weight of the original distance"),
 }
 
 
