@@ -19,6 +19,7 @@ import argparse
 import time
 
 import torch
+from harness import parse_size
 from torch import Tensor
 
 from reid_attn.models.attention import CBAM, SqueezeExcite
@@ -108,7 +109,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
-    height, width = (int(v) for v in args.size.split("x"))
+    height, width = parse_size(args.size)
     shapes = stack_shapes(args.batch, height, width)
     torch.manual_seed(0)
     cbams = [CBAM(s[1]).to(device) for s in shapes]

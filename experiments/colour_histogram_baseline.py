@@ -17,10 +17,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
+from harness import compose_train_config
 from PIL import Image
 
-import reid_attn
 from reid_attn.data import Market1501, SyntheticSpec, generate_synthetic_market
 from reid_attn.metrics import evaluate_rank
 
@@ -88,9 +87,7 @@ def main() -> None:
         "overrides", nargs="*", help="train config overrides, e.g. data.synthetic.num_test_ids=200"
     )
     args = parser.parse_args()
-    conf_dir = Path(reid_attn.__file__).parent / "conf"
-    with initialize_config_dir(str(conf_dir), version_base="1.3"):
-        data_cfg = compose("train", overrides=["output_dir=unused", *args.overrides]).data
+    data_cfg = compose_train_config(["output_dir=unused", *args.overrides]).data
     spec = SyntheticSpec(**data_cfg.synthetic)
     dataset = Market1501(
         generate_synthetic_market(args.root, spec), verbose=False, check_counts=False

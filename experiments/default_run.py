@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import machine_record, write_results
 
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
 
 def run_seed(seed: int, overrides: list[str], workdir: Path) -> dict:
-    """Train the default with ``seed`` into ``workdir``; its test metrics and wall seconds."""
+    """Train the default with ``seed`` into ``workdir``; its test metrics, wall seconds and
+    resolved training precision."""
     run_dir = workdir / f"seed{seed}"
     env = {**os.environ, "REID_ATTN_CACHE": str(workdir / f"cache{seed}")}
     command = [sys.executable, "-m", "reid_attn.train", f"seed={seed}", f"hydra.run.dir={run_dir}"]
@@ -33,7 +35,13 @@ def run_seed(seed: int, overrides: list[str], workdir: Path) -> dict:
     subprocess.run([*command, *overrides], env=env, check=True)
     seconds = time.perf_counter() - start
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"seed": seed, "seconds": seconds, **{k: metrics[k] for k in METRICS}}
+    precision = json.loads((run_dir / "machine.json").read_text())[-1]["precision"]
+    return {
+        "seed": seed,
+        "seconds": seconds,
+        **{k: metrics[k] for k in METRICS},
+        "precision": precision,
+    }
 
 
 def matcher_figures(overrides: list[str]) -> dict:
@@ -85,18 +93,26 @@ def main() -> None:
     matcher = matcher_figures(args.overrides)
     table = summary_table(runs, matcher)
     print(table)
+    precisions = sorted({r["precision"] for r in runs})
+    record = {
+        **machine_record(", ".join(precisions)),
+        "overrides": args.overrides,
+        "runs": runs,
+        "matcher": matcher,
+    }
+    command = f"python experiments/default_run.py --seeds {args.seeds} {' '.join(args.overrides)}"
+    lines = [
+        "# The default run (`make train`), several seeds",
+        "",
+        f"Command: `{command.rstrip()}`  ",
+        f"Machine: {record['machine']}  ",
+        "Wall time includes generating the synthetic data (empty cache), not the install. "
+        "Test split, last checkpoint, percent.",
+        "",
+        table,
+    ]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"overrides": args.overrides, "runs": runs, "matcher": matcher, "cpus": os.cpu_count()}
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    header = (
-        "# The default run (`make train`), several seeds\n\n"
-        f"`.venv/bin/python experiments/default_run.py --seeds {args.seeds} "
-        f"{' '.join(args.overrides)}`".rstrip()
-        + f" on {os.cpu_count()} CPUs; wall time includes generating the synthetic data "
-        "(empty cache), not the install. Test split, last checkpoint, percent.\n\n"
-    )
-    out.with_suffix(".md").write_text(header + table + "\n")
+    write_results(record, lines, out.name, out.parent)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from reid_attn.runs.machine import machine_info, machine_line
+from harness import machine_record, markdown_table, write_results
 
 #: Overrides of the measured trials (both searches).
 TRIAL_OVERRIDES = [
@@ -76,20 +75,24 @@ def run_search(pruner: str, trials: int, overrides: list[str], workdir: Path) ->
     }
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict]) -> list[str]:
     """Markdown: one row per search."""
-    lines = [
-        "| pruner | trials | complete | pruned | failed | epochs trained | wall time | "
-        "best val mAP (trial) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    columns = ["pruner", "trials", "complete", "pruned", "failed", "epochs trained"]
+    columns += ["wall time", "best val mAP (trial)"]
+    rows = [
+        [
+            r["pruner"],
+            r["trials"],
+            r["complete"],
+            r["pruned"],
+            r["failed"],
+            r["epochs"],
+            f"{r['seconds'] / 60:.1f} min",
+            "-" if r["best_mAP"] is None else f"{100 * r['best_mAP']:.2f} ({r['best_trial']})",
+        ]
+        for r in results
     ]
-    for r in results:
-        best = "-" if r["best_mAP"] is None else f"{100 * r['best_mAP']:.2f} ({r['best_trial']})"
-        lines.append(
-            f"| {r['pruner']} | {r['trials']} | {r['complete']} | {r['pruned']} | {r['failed']} "
-            f"| {r['epochs']} | {r['seconds'] / 60:.1f} min | {best} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(columns, rows, "lrrrrrrr")
 
 
 def main() -> None:
@@ -104,19 +107,22 @@ def main() -> None:
     overrides = [*(QUICK_OVERRIDES if args.quick else TRIAL_OVERRIDES), *extra]
     workdir = Path(args.workdir) / time.strftime("%Y-%m-%d_%H-%M-%S")
     results = [run_search(pruner, trials, overrides, workdir) for pruner in args.pruners.split(",")]
-    machine = machine_line(machine_info("32-true"))
-    text = (
-        "# Hyper-parameter search on the CPU, with and without pruning\n\n"
-        f"Machine: {machine}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.\n"
-        f"Command: experiments/tune_cpu.py --trials {trials} (overrides: "
-        f"{' '.join(overrides)}).\n\n{table(results)}\n"
-    )
+    payload = {
+        **machine_record("32-true"),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "overrides": overrides,
+        "results": results,
+    }
+    lines = [
+        "# Hyper-parameter search on the CPU, with and without pruning",
+        "",
+        f"Machine: {payload['machine']}; OMP_NUM_THREADS={payload['omp_num_threads']}.",
+        f"Command: experiments/tune_cpu.py --trials {trials} (overrides: {' '.join(overrides)}).",
+        "",
+        *table(results),
+    ]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine, "overrides": overrides, "results": results}
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(text)
+    print(write_results(payload, lines, out.name, out.parent).read_text())
 
 
 if __name__ == "__main__":
