@@ -12,6 +12,10 @@ The default trial is short: 4 epochs of the default run's data (lr x0.1 after ep
 (one table must not mix precisions across CPUs); the median pruner judges from the second
 epoch once 3 trials have finished. Any train or tune override given after the flags is added to
 both searches. --quick: two 1-epoch trials of debug=fast, to check the script.
+
+--lanes runs the searches at the same time, each pinned to its own core with one thread and
+the memory data pipeline (as experiments/ablation_cpu.py runs its jobs): on a 2-core machine
+both searches then see the same machine for the same half hour, side by side.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness import machine_record, markdown_table, write_results
@@ -38,10 +43,15 @@ TRIAL_OVERRIDES = [
     "tune.pruners.median.n_warmup_steps=1",
 ]
 QUICK_OVERRIDES = ["debug=fast", "trainer.precision=32-true"]
+#: Added with --lanes: one thread and no loader processes a search.
+LANE_OVERRIDES = ["data.pipeline=memory", "data.num_workers=1"]
 
 
-def run_search(pruner: str, trials: int, overrides: list[str], workdir: Path) -> dict:
-    """One search with ``pruner``; its wall seconds and the summary of its trials.csv."""
+def run_search(
+    pruner: str, trials: int, overrides: list[str], workdir: Path, core: int | None = None
+) -> dict:
+    """One search with ``pruner``; its wall seconds and the summary of its trials.csv. With
+    ``core``, the search runs pinned to that CPU core with one thread."""
     folder = workdir / f"search-{pruner}"
     command = [
         sys.executable,
@@ -53,8 +63,12 @@ def run_search(pruner: str, trials: int, overrides: list[str], workdir: Path) ->
         f"hydra.run.dir={folder}",
         *overrides,
     ]
+    env, pin = dict(os.environ), None
+    if core is not None:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        pin = lambda: os.sched_setaffinity(0, {core})  # noqa: E731
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=env, preexec_fn=pin)
     seconds = time.perf_counter() - start
     with open(folder / "trials.csv") as file:
         rows = list(csv.DictReader(file))
@@ -102,14 +116,33 @@ def main() -> None:
     parser.add_argument("--workdir", default="outputs/tune_cpu")
     parser.add_argument("--out", default="experiments/results/tune_cpu")
     parser.add_argument("--quick", action="store_true", help="two 1-epoch trials of debug=fast")
+    parser.add_argument(
+        "--lanes", action="store_true", help="the searches side by side, one pinned core each"
+    )
     args, extra = parser.parse_known_args()
     trials = 2 if args.quick else args.trials
     overrides = [*(QUICK_OVERRIDES if args.quick else TRIAL_OVERRIDES), *extra]
+    pruners = args.pruners.split(",")
     workdir = Path(args.workdir) / time.strftime("%Y-%m-%d_%H-%M-%S")
-    results = [run_search(pruner, trials, overrides, workdir) for pruner in args.pruners.split(",")]
+    if args.lanes:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(pruners) > len(cores):
+            raise SystemExit(f"--lanes: {len(pruners)} searches but {len(cores)} cores")
+        overrides = [*LANE_OVERRIDES, *overrides]
+        with ThreadPoolExecutor(len(pruners)) as pool:
+            results = list(
+                pool.map(lambda p, c: run_search(p, trials, overrides, workdir, c), pruners, cores)
+            )
+    else:
+        results = [run_search(pruner, trials, overrides, workdir) for pruner in pruners]
+    threads = (
+        "1 a search, each on its own core"
+        if args.lanes
+        else os.environ.get("OMP_NUM_THREADS", "unset")
+    )
     payload = {
         **machine_record("32-true"),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "omp_num_threads": threads,
         "overrides": overrides,
         "results": results,
     }
@@ -117,7 +150,8 @@ def main() -> None:
         "# Hyper-parameter search on the CPU, with and without pruning",
         "",
         f"Machine: {payload['machine']}; OMP_NUM_THREADS={payload['omp_num_threads']}.",
-        f"Command: experiments/tune_cpu.py --trials {trials} (overrides: {' '.join(overrides)}).",
+        f"Command: experiments/tune_cpu.py --trials {trials}{' --lanes' if args.lanes else ''} "
+        f"(overrides: {' '.join(overrides)}).",
         "",
         *table(results),
     ]

@@ -57,7 +57,9 @@ def test_step_limits_stop_where_asked_and_write_metrics(
 
 
 def test_limit_val_batches_is_honoured(train_cfg_factory) -> None:
-    cfg = train_cfg_factory("trainer.limit_val_batches=0", "trainer.max_epochs=2")
+    cfg = train_cfg_factory(
+        "trainer.limit_val_batches=0", "trainer.max_epochs=2", "trainer.limit_train_batches=1"
+    )
     results = train(cfg)
     run_dir = Path(cfg.output_dir)
     _check_metrics_file(run_dir, results)
@@ -70,7 +72,10 @@ def test_limit_test_batches_evaluates_the_first_batches_of_query_and_gallery(
 ) -> None:
     """With one test batch, the figures equal an independent evaluation of that batch's
     queries against its gallery images."""
-    cfg = train_cfg_factory("trainer.limit_test_batches=1", "data.eval_batch_size=40")
+    # one training step: the test is about which batches are evaluated, not what was learned
+    cfg = train_cfg_factory(
+        "trainer.limit_test_batches=1", "data.eval_batch_size=40", "trainer.limit_train_batches=1"
+    )
     results = train(cfg)
     run_dir = Path(cfg.output_dir)
     module = load_module(run_dir / "checkpoints" / "last.ckpt").eval()
@@ -94,7 +99,9 @@ def test_limit_test_batches_evaluates_the_first_batches_of_query_and_gallery(
 
 
 def test_too_small_a_test_limit_says_which_setting_to_raise(train_cfg_factory) -> None:
-    cfg = train_cfg_factory("trainer.limit_test_batches=1", "data.eval_batch_size=2")
+    cfg = train_cfg_factory(
+        "trainer.limit_test_batches=1", "data.eval_batch_size=2", "trainer.limit_train_batches=1"
+    )
     with pytest.raises(ValueError, match=r"trainer.limit_test_batches=1 evaluated too few"):
         train(cfg)
 

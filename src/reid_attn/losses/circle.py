@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reid_attn.losses.batch import check_batch, pair_masks
+
 
 def _check_margin(margin: float) -> None:
     """Raise ValueError unless ``0 <= margin < 1``."""
@@ -49,19 +51,8 @@ def pairwise_circle_loss(
     _check_margin(margin)
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
-    if features.dim() != 2:
-        raise ValueError(f"features must have shape (B, D), got {tuple(features.shape)}")
-    if labels.shape != features.shape[:1]:
-        raise ValueError(
-            f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}"
-        )
-
-    batch = features.shape[0]
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(batch, dtype=torch.bool, device=features.device)
-    pos_mask = same & ~eye
-    neg_mask = ~same
-    valid = pos_mask.any(dim=1) & neg_mask.any(dim=1)
+    check_batch(features, labels, ("features", "labels"), "D")
+    pos_mask, neg_mask, valid = pair_masks(labels)
     if not bool(valid.any()):
         return features.sum() * 0.0
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reid_attn.losses.batch import check_batch
+
 
 def cross_entropy_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """Mean softmax cross-entropy with optional label smoothing.
@@ -27,10 +29,5 @@ def cross_entropy_loss(logits: Tensor, targets: Tensor, label_smoothing: float =
     """
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    if logits.dim() != 2:
-        raise ValueError(f"logits must have shape (B, K), got {tuple(logits.shape)}")
-    if targets.shape != logits.shape[:1]:
-        raise ValueError(
-            f"targets must have shape ({logits.shape[0]},), got {tuple(targets.shape)}"
-        )
+    check_batch(logits, targets, ("logits", "targets"), "K")
     return F.cross_entropy(logits, targets.to(torch.long), label_smoothing=label_smoothing)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reid_attn.losses.batch import check_batch, pair_masks
+
 _MIN_SQUARED_DISTANCE = 1e-12
-
-
-def _validate_features_labels(features: Tensor, labels: Tensor) -> None:
-    """Check that ``features`` is ``(B, D)`` and ``labels`` is ``(B,)``; raise ValueError if not."""
-    if features.dim() != 2:
-        raise ValueError(f"features must have shape (B, D), got {tuple(features.shape)}")
-    if labels.shape != features.shape[:1]:
-        raise ValueError(
-            f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}"
-        )
 
 
 def _euclidean_distances(features: Tensor) -> Tensor:
@@ -63,15 +54,10 @@ def triplet_loss(
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    _validate_features_labels(features, labels)
+    check_batch(features, labels, ("features", "labels"), "D")
 
     dist = _euclidean_distances(features)
-    batch = features.shape[0]
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(batch, dtype=torch.bool, device=features.device)
-    pos_mask = same & ~eye
-    neg_mask = ~same
-    valid = pos_mask.any(dim=1) & neg_mask.any(dim=1)
+    pos_mask, neg_mask, valid = pair_masks(labels)
     # Branch-free (no host synchronisation, one graph when compiled): an anchor without a
     # positive or a negative gets d_ap = -inf or d_an = +inf, so its hinge / soft-plus is 0,
     # and it is left out of the mean.

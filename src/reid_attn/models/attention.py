@@ -52,11 +52,9 @@ def channel_max_mean(x: Tensor) -> Tensor:
     return torch.cat([channel_max.view(batch, 1, height, width), channel_mean], dim=1)
 
 
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation: global average pool, FC-ReLU-FC, sigmoid, channel re-weighting.
-
-    Parameters: ``2 * C * (C // r) + C // r + C`` (two 1x1 convs with bias).
-    """
+class _ChannelMLP(nn.Module):
+    """The bottleneck MLP of SE and of CBAM's channel attention: two 1x1 convs ``C -> C/r -> C``
+    (with bias) and a ReLU between them, as ``fc1``, ``act``, ``fc2``."""
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
@@ -65,9 +63,20 @@ class SqueezeExcite(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
+    def mlp(self, pooled: Tensor) -> Tensor:
+        """``fc2(relu(fc1(pooled)))`` of pooled descriptors ``(N, C, 1, 1)``."""
+        return self.fc2(self.act(self.fc1(pooled)))
+
+
+class SqueezeExcite(_ChannelMLP):
+    """Squeeze-and-excitation: global average pool, FC-ReLU-FC, sigmoid, channel re-weighting.
+
+    Parameters: ``2 * C * (C // r) + C // r + C`` (two 1x1 convs with bias).
+    """
+
     def channel_weights(self, x: Tensor) -> Tensor:
         """Per-channel weights in (0, 1), shape ``(B, C, 1, 1)``."""
-        return torch.sigmoid(self.fc2(self.act(self.fc1(spatial_mean(x)))))
+        return torch.sigmoid(self.mlp(spatial_mean(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.channel_weights(x)
@@ -99,24 +108,17 @@ class EfficientChannelAttention(nn.Module):
         return x * self.channel_weights(x)
 
 
-class ChannelAttention(nn.Module):
+class ChannelAttention(_ChannelMLP):
     """CBAM channel map ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``, shape ``(B, C, 1, 1)``.
 
     The MLP is shared: two 1x1 convs ``C -> C/r -> C`` with a ReLU between them.
     """
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
-        super().__init__()
-        hidden = _reduced_channels(channels, reduction)
-        self.fc1 = nn.Conv2d(channels, hidden, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(hidden, channels, 1)
-
     def forward(self, x: Tensor) -> Tensor:
         batch = x.shape[0]
         # Both descriptors go through the shared MLP in one call.
         pooled = torch.cat(spatial_mean_max(x))
-        out = self.fc2(self.act(self.fc1(pooled)))
+        out = self.mlp(pooled)
         return torch.sigmoid(out[:batch] + out[batch:])
 
 
