@@ -25,7 +25,8 @@ from reid_attn.export import (
     onnx_max_abs_diff,
     open_onnx,
 )
-from reid_attn.extract import extract, load_module, parse_market_name
+from reid_attn.extract import extract
+from reid_attn.inference import load_module, parse_market_name
 from reid_attn.runs.files import CheckpointError
 
 

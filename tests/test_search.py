@@ -20,7 +20,7 @@ from conftest import compose_config
 from reid_attn.config import ConfigError
 from reid_attn.data import DatasetError, Market1501
 from reid_attn.evaluate import evaluate
-from reid_attn.extract import embed_items, load_module
+from reid_attn.inference import embed_items, load_module
 from reid_attn.module import ReIDModule
 from reid_attn.runs.files import CheckpointError
 from reid_attn.search import search

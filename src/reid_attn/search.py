@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from reid_attn.config import ConfigError
 from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError
 from reid_attn.data.image_dataset import read_image
-from reid_attn.extract import (
+from reid_attn.inference import (
     embed_items,
     input_size,
     iter_embeddings,

@@ -31,7 +31,7 @@ from reid_attn.data import Market1501, ReIDDataModule
 from reid_attn.data.datasets import Item
 from reid_attn.data.image_dataset import read_image
 from reid_attn.data.transforms import build_test_transform
-from reid_attn.extract import embed_items, input_size, load_module, resolve_device
+from reid_attn.inference import embed_items, input_size, load_module, resolve_device
 from reid_attn.metrics import compute_distance, re_ranking
 from reid_attn.module import METRIC_DEFAULTS, ReIDModule
 from reid_attn.runs.files import run_entry
