@@ -57,7 +57,7 @@ from reid_attn.retrieval.nearest import (
 )
 from reid_attn.retrieval.results_page import render_results_page, thumbnail_data_uri
 from reid_attn.runs.files import atomic_write, run_entry
-from reid_attn.visualize import format_distance, save_png
+from reid_attn.viz.figures import format_distance, save_png
 from reid_attn.viz.grid import GridRow, GridStyle, render_grid
 
 UNREADABLE_POLICIES = ("skip", "error")
