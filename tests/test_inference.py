@@ -6,9 +6,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 import reid_attn
+from reid_attn.data.transforms import build_test_transform
+from reid_attn.inference import embed_items, load_module
 
 PACKAGE = Path(reid_attn.__file__).parent
 #: The command modules: each a console entry point, none a library of the others.
@@ -48,3 +53,37 @@ def test_the_import_check_sees_every_form(tmp_path: Path) -> None:
     imports = imported_modules(source)
     assert {"reid_attn.search", "reid_attn.visualize", "reid_attn.extract"} <= imports
     assert "reid_attn.tune" in imports
+
+
+def checkpoint_of(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def write_noise(folder: Path, names: list[str], size: tuple[int, int] = (40, 20)) -> list[Path]:
+    """Seeded random RGB images ``size`` (height, width) named ``names`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / name)
+    return [folder / name for name in names]
+
+
+@pytest.mark.parametrize("precision", ["32", "bf16"])
+def test_embedding_follows_the_evaluation_precision_and_flip(
+    trained_run, tmp_path, precision
+) -> None:
+    paths = write_noise(tmp_path, ["a.png", "b.png", "c.png"])
+    module = load_module(checkpoint_of(trained_run[0]), {"precision": precision})
+    items = [(str(p), -1, -1) for p in paths]
+    transform = build_test_transform(64, 32)
+    images = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
+    for flip in (False, True):
+        got = embed_items(module, items, (64, 32), batch_size=2, progress=False, flip=flip)
+        with torch.inference_mode():
+            expected = module.embed_for_eval(images, flip)
+        assert got.dtype == torch.float32 and got.shape == (3, 2048)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    if precision == "bf16":  # not the float32 embeddings
+        with torch.inference_mode():
+            float32 = load_module(checkpoint_of(trained_run[0])).embed_for_eval(images, True)
+        assert not torch.allclose(got, float32, atol=1e-4)

@@ -22,7 +22,7 @@ from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError, Item, Market15
 from reid_attn.data.image_dataset import ReIDImageDataset, read_image
 from reid_attn.data.transforms import build_test_transform
 from reid_attn.models.attention import ATTENTION_NAMES, create_attention
-from reid_attn.module import ReIDModule
+from reid_attn.module import METRIC_DEFAULTS, ReIDModule
 from reid_attn.runs.files import load_checkpoint
 
 ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
@@ -47,6 +47,12 @@ def load_module(ckpt_path: str | Path, evaluation: dict[str, Any] | None = None)
             f"{ckpt_path} does not match the model its hyper-parameters describe: {difference}"
         ) from exc
     return module.eval()
+
+
+def evaluation_settings(module: ReIDModule) -> dict[str, Any]:
+    """The checkpoint's ``evaluation`` settings, with the defaults of the keys it predates
+    (:data:`~reid_attn.module.METRIC_DEFAULTS`, ``flip: False``)."""
+    return {**METRIC_DEFAULTS, "flip": False, **module.hparams["evaluation"]}
 
 
 def weights_attention(state_dict: Mapping[str, Tensor]) -> str | None:
@@ -173,8 +179,9 @@ def iter_embeddings(
     skip_unreadable: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Retrieval embeddings of ``items`` (``(path, pid, camid)``) batch by batch, with the test
-    transform at ``size = (height, width)``: yields ``(positions, embeddings)``, the ``(B,)``
-    int64 item positions and their ``(B, 2048)`` float32 CPU embeddings, in item order. With
+    transform at ``size = (height, width)`` and the checkpoint's evaluation precision
+    (:meth:`ReIDModule.embed_for_eval`): yields ``(positions, embeddings)``, the ``(B,)`` int64
+    item positions and their ``(B, 2048)`` float32 CPU embeddings, in item order. With
     ``flip`` each embedding is the mean of the image's and its horizontal mirror's. An
     unreadable image raises ``DatasetError`` naming it, or is left out with
     ``skip_unreadable`` (its position is never yielded)."""
@@ -197,11 +204,7 @@ def iter_embeddings(
         start += len(images)
         if not len(images):
             continue
-        images = images.to(device)
-        embedding = module(images)
-        if flip:
-            embedding = (embedding + module(images.flip(-1))) / 2.0
-        yield positions.long(), embedding.float().cpu()
+        yield positions.long(), module.embed_for_eval(images.to(device), flip).cpu()
 
 
 def embed_items(
@@ -216,8 +219,9 @@ def embed_items(
     flip: bool = False,
 ) -> Tensor:
     """Retrieval embeddings of ``items`` (``(path, pid, camid)``) with the test transform at
-    ``size = (height, width)``: a float32 CPU tensor ``(N, 2048)`` in item order. With
-    ``flip`` each embedding is the mean of the image's and its horizontal mirror's."""
+    ``size = (height, width)`` and the checkpoint's evaluation precision: a float32 CPU tensor
+    ``(N, 2048)`` in item order. With ``flip`` each embedding is the mean of the image's and
+    its horizontal mirror's."""
     batches = iter_embeddings(
         module, items, size, batch_size, num_workers, device, progress, description, flip
     )

@@ -32,6 +32,7 @@ from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError
 from reid_attn.data.image_dataset import read_image
 from reid_attn.inference import (
     embed_items,
+    evaluation_settings,
     input_size,
     iter_embeddings,
     list_images,
@@ -39,7 +40,7 @@ from reid_attn.inference import (
     parse_market_name,
     resolve_device,
 )
-from reid_attn.module import METRIC_DEFAULTS, ReIDModule
+from reid_attn.module import ReIDModule
 from reid_attn.retrieval.gallery_index import GalleryIndex, IndexUpdate, stamp_files, weights_digest
 from reid_attn.retrieval.nearest import (
     APPROXIMATE_TYPES,
@@ -194,7 +195,12 @@ def index_gallery(
     embedding)."""
     paths = list_images(cfg.gallery, cfg.recursive)
     stamps = stamp_files(paths)
-    key = {"weights": weights_digest(module.state_dict()), "size": list(size), "flip": flip}
+    key = {
+        "weights": weights_digest(module.state_dict()),
+        "size": list(size),
+        "flip": flip,
+        "precision": "bf16" if module.eval_bf16 else "32",
+    }
     device = resolve_device(cfg.accelerator)
 
     def embed(positions: list[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -437,7 +443,7 @@ def search(cfg: DictConfig) -> dict[str, Any]:
     list_images(gallery_root, cfg.recursive)  # a missing or empty gallery, before the model
     queries = query_images(cfg.query, cfg.recursive)
     module = load_module(cfg.ckpt_path)
-    evaluation = {**METRIC_DEFAULTS, "flip": False, **module.hparams["evaluation"]}
+    evaluation = evaluation_settings(module)
     flip = bool(evaluation["flip"] if cfg.flip is None else cfg.flip)
     rerank = bool(evaluation["rerank"] if cfg.rerank is None else cfg.rerank)
     size = input_size(module, cfg.height, cfg.width)

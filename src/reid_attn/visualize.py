@@ -31,9 +31,15 @@ from reid_attn.data import Market1501, ReIDDataModule
 from reid_attn.data.datasets import Item
 from reid_attn.data.image_dataset import read_image
 from reid_attn.data.transforms import build_test_transform
-from reid_attn.inference import embed_items, input_size, load_module, resolve_device
+from reid_attn.inference import (
+    embed_items,
+    evaluation_settings,
+    input_size,
+    load_module,
+    resolve_device,
+)
 from reid_attn.metrics import compute_distance, re_ranking
-from reid_attn.module import METRIC_DEFAULTS, ReIDModule
+from reid_attn.module import ReIDModule
 from reid_attn.runs.files import run_entry
 from reid_attn.viz.attention import (
     AttentionRecorder,
@@ -139,7 +145,7 @@ def visualize_ranking(
     size = input_size(module, None, None)
     device = resolve_device(cfg.accelerator)
     style = GridStyle(**OmegaConf.to_container(cfg.grid, resolve=True))
-    evaluation = {**METRIC_DEFAULTS, "flip": False, **module.hparams["evaluation"]}
+    evaluation = evaluation_settings(module)
     flip = bool(evaluation["flip"] if cfg.flip is None else cfg.flip)
     rerank = bool(evaluation["rerank"] if cfg.rerank is None else cfg.rerank)
     common = (size, cfg.batch_size, cfg.num_workers, device, cfg.progress_bar)
