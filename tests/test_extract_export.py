@@ -113,7 +113,8 @@ def test_extract_bad_input(trained_run, compose_cfg, image_folder, tmp_path) -> 
 
     with pytest.raises(DatasetError, match=r"image folder .*missing does not exist"):
         extract(cfg(tmp_path / "missing"))
-    with pytest.raises(DatasetError, match=r"no images \(.jpg, .jpeg, .png\) in .*empty"):
+    listed = r"\(.jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff\)"
+    with pytest.raises(DatasetError, match=rf"no images {listed} in .*empty"):
         extract(cfg(empty))
     with pytest.raises(CheckpointError, match="does not exist"):
         extract(cfg(image_folder, tmp_path / "none.ckpt"))

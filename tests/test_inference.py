@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, features
 
 import reid_attn
 from reid_attn.data.transforms import build_test_transform
-from reid_attn.inference import embed_items, load_module
+from reid_attn.inference import USER_IMAGE_SUFFIXES, embed_items, list_images, load_module
 
 PACKAGE = Path(reid_attn.__file__).parent
 #: The command modules: each a console entry point, none a library of the others.
@@ -87,3 +87,23 @@ def test_embedding_follows_the_evaluation_precision_and_flip(
         with torch.inference_mode():
             float32 = load_module(checkpoint_of(trained_run[0])).embed_for_eval(images, True)
         assert not torch.allclose(got, float32, atol=1e-4)
+
+
+#: How each user format is written losslessly (JPEG is lossy: it is only checked to load).
+LOSSLESS = {".png": {}, ".bmp": {}, ".tif": {}, ".tiff": {}, ".webp": {"lossless": True}}
+
+
+def test_user_images_of_the_common_formats_load(trained_run, tmp_path) -> None:
+    if not features.check("webp"):
+        pytest.skip("this Pillow build has no WebP support")
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 20, 3), dtype=np.uint8)
+    for suffix in USER_IMAGE_SUFFIXES:
+        Image.fromarray(pixels).save(tmp_path / f"img{suffix}", **LOSSLESS.get(suffix, {}))
+    paths = list_images(tmp_path)
+    assert sorted(p.suffix for p in paths) == sorted(USER_IMAGE_SUFFIXES)
+    module = load_module(checkpoint_of(trained_run[0]))
+    items = [(str(p), -1, -1) for p in paths]
+    embeddings = dict(zip(paths, embed_items(module, items, (64, 32), progress=False), strict=True))
+    reference = embeddings[tmp_path / "img.png"]
+    for suffix in LOSSLESS:
+        torch.testing.assert_close(embeddings[tmp_path / f"img{suffix}"], reference)

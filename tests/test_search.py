@@ -465,7 +465,11 @@ def test_unreadable_gallery_images_are_skipped_and_named_or_refused(
     ("case", "error", "message"),
     [
         ("missing gallery", DatasetError, r"image folder .*nowhere does not exist"),
-        ("empty gallery", DatasetError, r"no images \(.jpg, .jpeg, .png\) in .*empty"),
+        (
+            "empty gallery",
+            DatasetError,
+            r"no images \(.jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff\) in .*empty",
+        ),
         ("missing query", DatasetError, r"query .*nothing\.jpg does not exist"),
         ("query not an image", DatasetError, r"query .*notes\.txt is not an image"),
         ("query undecodable", DatasetError, r"cannot read image .*fake\.jpg"),

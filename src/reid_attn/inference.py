@@ -18,7 +18,7 @@ from rich.progress import track
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError, Item, Market1501
+from reid_attn.data.datasets import DatasetError, Item, Market1501
 from reid_attn.data.image_dataset import ReIDImageDataset, read_image
 from reid_attn.data.transforms import build_test_transform
 from reid_attn.models.attention import ATTENTION_NAMES, create_attention
@@ -26,6 +26,9 @@ from reid_attn.module import METRIC_DEFAULTS, ReIDModule
 from reid_attn.runs.files import load_checkpoint
 
 ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
+#: File types of a user's images (search's gallery and query, extract's folder): the common
+#: photo formats Pillow reads.
+USER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def load_module(ckpt_path: str | Path, evaluation: dict[str, Any] | None = None) -> ReIDModule:
@@ -137,16 +140,16 @@ def parse_market_name(name: str) -> tuple[int, int]:
 
 
 def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """Image files (``.jpg .jpeg .png``) in ``folder`` (and below with ``recursive``), sorted.
-    Raises ``DatasetError`` when the folder is missing or holds no image."""
+    """Image files (:data:`USER_IMAGE_SUFFIXES`) in ``folder`` (and below with ``recursive``),
+    sorted. Raises ``DatasetError`` when the folder is missing or holds no image."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist")
     candidates = root.rglob("*") if recursive else root.iterdir()
-    paths = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in USER_IMAGE_SUFFIXES)
     if not paths:
         where = "in or below" if recursive else "in"
-        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) {where} {root}")
+        raise DatasetError(f"no images ({', '.join(USER_IMAGE_SUFFIXES)}) {where} {root}")
     return paths
 
 

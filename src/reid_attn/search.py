@@ -28,9 +28,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from reid_attn.config import ConfigError
-from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError
+from reid_attn.data.datasets import DatasetError
 from reid_attn.data.image_dataset import read_image
 from reid_attn.inference import (
+    USER_IMAGE_SUFFIXES,
     embed_items,
     evaluation_settings,
     input_size,
@@ -165,9 +166,10 @@ def query_images(query: str, recursive: bool) -> list[Path]:
         return list_images(path, recursive)
     if not path.exists():
         raise DatasetError(f"query {path} does not exist (expected an image or a folder)")
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in USER_IMAGE_SUFFIXES:
         raise DatasetError(
-            f"query {path} is not an image; expected a {', '.join(IMAGE_SUFFIXES)} file or a folder"
+            f"query {path} is not an image; expected a {', '.join(USER_IMAGE_SUFFIXES)} file or "
+            "a folder"
         )
     return [path]
 
