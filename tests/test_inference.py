@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, features
+from PIL import ExifTags, Image, features
 
 import reid_attn
+from reid_attn.data.image_dataset import read_image
 from reid_attn.data.transforms import build_test_transform
 from reid_attn.inference import USER_IMAGE_SUFFIXES, embed_items, list_images, load_module
 
@@ -107,3 +108,29 @@ def test_user_images_of_the_common_formats_load(trained_run, tmp_path) -> None:
     reference = embeddings[tmp_path / "img.png"]
     for suffix in LOSSLESS:
         torch.testing.assert_close(embeddings[tmp_path / f"img{suffix}"], reference)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "turn"), [(6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90)]
+)
+def test_photos_are_turned_upright_by_their_exif_orientation(
+    trained_run, tmp_path, orientation, turn
+) -> None:
+    pixels = np.random.default_rng(2).integers(0, 256, (40, 20, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(photo, exif=exif)
+    with Image.open(photo) as stored:  # the decoded pixels as stored, turned by hand
+        upright = stored.convert("RGB").transpose(turn)
+    assert upright.size == (40, 20)  # (width, height): the 20 x 40 stored image on its side
+    loaded = read_image(str(photo), upright=True)
+    assert loaded.size == upright.size
+    np.testing.assert_array_equal(np.asarray(loaded), np.asarray(upright))
+    assert read_image(str(photo)).size == (20, 40)  # the dataset readers' default: as stored
+    reference = tmp_path / "reference.png"
+    upright.save(reference)
+    module = load_module(checkpoint_of(trained_run[0]))
+    items = [(str(photo), -1, -1), (str(reference), -1, -1)]
+    got, expected = embed_items(module, items, (64, 32), progress=False)
+    torch.testing.assert_close(got, expected)

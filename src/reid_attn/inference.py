@@ -4,7 +4,8 @@ Every command that runs a trained network outside training goes through here: lo
 checkpoint with its config and checks (:func:`load_module`), pick the device
 (:func:`resolve_device`) and input size (:func:`input_size`), list a user's images
 (:func:`list_images`, identities from Market-1501-style names: :func:`parse_market_name`) and
-embed them in batches (:func:`iter_embeddings`, :func:`embed_items`).
+embed them in batches, upright as their EXIF orientation says, with the checkpoint's
+evaluation precision (:func:`iter_embeddings`, :func:`embed_items`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 import torch
 from rich.progress import track
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from reid_attn.data.datasets import DatasetError, Item, Market1501
-from reid_attn.data.image_dataset import ReIDImageDataset, read_image
+from reid_attn.data.image_dataset import read_image
 from reid_attn.data.transforms import build_test_transform
 from reid_attn.models.attention import ATTENTION_NAMES, create_attention
 from reid_attn.module import METRIC_DEFAULTS, ReIDModule
@@ -153,18 +154,29 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     return paths
 
 
-class _SkippingImageDataset(ReIDImageDataset):
-    """:class:`ReIDImageDataset` yielding ``(image, position, readable)``: an unreadable file
-    gives a zero image and ``readable=False`` instead of raising."""
+class _UserImageDataset(Dataset):
+    """``dataset[i] -> (image (3, H, W), i, readable)``: item ``i``'s image upright (its EXIF
+    orientation applied) through ``transform``. With ``skip_unreadable`` a file that cannot be
+    read gives a zero image ``size = (H, W)`` and ``readable=False``; else it raises
+    ``DatasetError``."""
 
-    def __init__(self, items: Sequence[Item], transform: Any, size: tuple[int, int]) -> None:
-        super().__init__(items, transform)
+    def __init__(
+        self, items: Sequence[Item], transform: Any, size: tuple[int, int], skip_unreadable: bool
+    ) -> None:
+        self.paths = [path for path, _, _ in items]
+        self.transform = transform
         self.blank = torch.zeros(3, *size)
+        self.skip_unreadable = skip_unreadable
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int, bool]:  # type: ignore[override]
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, bool]:
         try:
-            return self.transform(read_image(self.items[index][0])), index, True
+            return self.transform(read_image(self.paths[index], upright=True)), index, True
         except DatasetError:
+            if not self.skip_unreadable:
+                raise
             return self.blank, index, False
 
 
@@ -182,29 +194,20 @@ def iter_embeddings(
     skip_unreadable: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Retrieval embeddings of ``items`` (``(path, pid, camid)``) batch by batch, with the test
-    transform at ``size = (height, width)`` and the checkpoint's evaluation precision
-    (:meth:`ReIDModule.embed_for_eval`): yields ``(positions, embeddings)``, the ``(B,)`` int64
-    item positions and their ``(B, 2048)`` float32 CPU embeddings, in item order. With
+    transform at ``size = (height, width)`` (images turned upright by their EXIF orientation)
+    and the checkpoint's evaluation precision (:meth:`ReIDModule.embed_for_eval`): yields
+    ``(positions, embeddings)``, the ``(B,)`` int64 item positions and their ``(B, 2048)``
+    float32 CPU embeddings, in item order. With
     ``flip`` each embedding is the mean of the image's and its horizontal mirror's. An
     unreadable image raises ``DatasetError`` naming it, or is left out with
     ``skip_unreadable`` (its position is never yielded)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    transform = build_test_transform(*size)
-    if skip_unreadable:
-        dataset = _SkippingImageDataset(items, transform, size)
-    else:
-        dataset = ReIDImageDataset(items, transform)
+    dataset = _UserImageDataset(items, build_test_transform(*size), size, skip_unreadable)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     module = module.to(device).eval()
-    start = 0
-    for images, *rest in track(loader, description=description, disable=not progress):
-        if skip_unreadable:
-            positions, readable = rest[0], rest[1]
-            images, positions = images[readable], positions[readable]
-        else:
-            positions = torch.arange(start, start + len(images))
-        start += len(images)
+    for images, positions, readable in track(loader, description=description, disable=not progress):
+        images, positions = images[readable], positions[readable]
         if not len(images):
             continue
         yield positions.long(), module.embed_for_eval(images.to(device), flip).cpu()

@@ -390,8 +390,8 @@ def grid_rows(queries: list[dict[str, Any]], digits: int) -> list[GridRow]:
         hits = query["results"]
         rows.append(
             GridRow(
-                query=read_image(query["path"]),
-                gallery=[read_image(h["path"]) for h in hits],
+                query=read_image(query["path"], upright=True),
+                gallery=[read_image(h["path"], upright=True) for h in hits],
                 correct=[query["pid"] >= 0 and h["pid"] == query["pid"] for h in hits],
                 query_caption="query" + (f" id {query['pid']}" if query["pid"] >= 0 else ""),
                 captions=[
