@@ -12,9 +12,16 @@ import torch
 from PIL import ExifTags, Image, features
 
 import reid_attn
+from reid_attn.data import DatasetError
 from reid_attn.data.image_dataset import read_image
 from reid_attn.data.transforms import build_test_transform
-from reid_attn.inference import USER_IMAGE_SUFFIXES, embed_items, list_images, load_module
+from reid_attn.inference import (
+    USER_IMAGE_SUFFIXES,
+    ImageFolder,
+    embed_items,
+    list_images,
+    load_module,
+)
 
 PACKAGE = Path(reid_attn.__file__).parent
 #: The command modules: each a console entry point, none a library of the others.
@@ -90,6 +97,25 @@ def test_embedding_follows_the_evaluation_precision_and_flip(
         assert not torch.allclose(got, float32, atol=1e-4)
 
 
+def test_files_of_other_types_are_listed_as_skipped(tmp_path) -> None:
+    for name in ["b.png", "a.jpg", "notes.txt", "clip.gif", "more.txt", "README", "sub/c.png"]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    flat = list_images(tmp_path)
+    assert [p.name for p in flat.images] == ["a.jpg", "b.png"]
+    assert [p.name for p in flat.skipped] == ["README", "clip.gif", "more.txt", "notes.txt"]
+    assert flat.skipped_note() == "4 other files skipped: .txt, .gif, no suffix"
+    below = list_images(tmp_path, recursive=True)
+    assert [p.name for p in below.images] == ["a.jpg", "b.png", "c.png"]
+    assert ImageFolder([tmp_path / "a.jpg"]).skipped_note() == ""
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "notes.txt").write_text("not an image")
+    only_notes = r"no images \(.*\) in .*others \(1 other file skipped: .txt\)$"
+    with pytest.raises(DatasetError, match=only_notes):
+        list_images(others)
+
+
 #: How each user format is written losslessly (JPEG is lossy: it is only checked to load).
 LOSSLESS = {".png": {}, ".bmp": {}, ".tif": {}, ".tiff": {}, ".webp": {"lossless": True}}
 
@@ -100,7 +126,7 @@ def test_user_images_of_the_common_formats_load(trained_run, tmp_path) -> None:
     pixels = np.random.default_rng(1).integers(0, 256, (40, 20, 3), dtype=np.uint8)
     for suffix in USER_IMAGE_SUFFIXES:
         Image.fromarray(pixels).save(tmp_path / f"img{suffix}", **LOSSLESS.get(suffix, {}))
-    paths = list_images(tmp_path)
+    paths = list_images(tmp_path).images
     assert sorted(p.suffix for p in paths) == sorted(USER_IMAGE_SUFFIXES)
     module = load_module(checkpoint_of(trained_run[0]))
     items = [(str(p), -1, -1) for p in paths]

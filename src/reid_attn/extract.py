@@ -5,7 +5,8 @@ the checkpoint's ``data.height x data.width``, normalise) and the network's retr
 in batches; the result is saved with :func:`torch.save` as ``{"features": (N, 2048) float32,
 "paths": [str] * N, "pids": (N,) int64, "camids": (N,) int64}``. Identities and 0-based
 cameras come from Market-1501-style names (``0002_c1s1_000451_03.jpg`` -> pid 2, camid 0),
-``-1`` where a name does not carry them.
+``-1`` where a name does not carry them. Files of another type are left out and counted in the
+summary line.
 
 Loading, reading and embedding go through :mod:`reid_attn.inference`.
 """
@@ -33,7 +34,8 @@ from reid_attn.runs.files import run_entry
 def extract(cfg: DictConfig) -> dict[str, Any]:
     """Embed every image of ``cfg.images`` with ``cfg.ckpt_path`` and save the dict described
     in the module docstring to ``cfg.out``; return it."""
-    paths = list_images(cfg.images, cfg.recursive)
+    folder = list_images(cfg.images, cfg.recursive)
+    paths = folder.images
     module = load_module(cfg.ckpt_path)
     size = input_size(module, cfg.height, cfg.width)
     ids = [parse_market_name(p.name) for p in paths]
@@ -59,8 +61,9 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(result, out)
     named = sum(pid != -1 for pid, _ in ids)
+    skipped = f" ({folder.skipped_note()})" if folder.skipped else ""
     print(
-        f"embedded {len(paths)} images from {cfg.images} at {size[0]}x{size[1]} -> "
+        f"embedded {len(paths)} images{skipped} from {cfg.images} at {size[0]}x{size[1]} -> "
         f"features {tuple(features.shape)} ({named} names carry an identity); saved to {out}"
     )
     return result

@@ -10,7 +10,9 @@ evaluation precision (:func:`iter_embeddings`, :func:`embed_items`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
 #: File types of a user's images (search's gallery and query, extract's folder): the common
 #: photo formats Pillow reads.
 USER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+#: File types named in the note on the files a folder listing skipped.
+NAMED_TYPES = 5
 
 
 def load_module(ckpt_path: str | Path, evaluation: dict[str, Any] | None = None) -> ReIDModule:
@@ -140,18 +144,43 @@ def parse_market_name(name: str) -> tuple[int, int]:
     return int(match.group(1)), camera - 1 if camera >= 1 else -1
 
 
-def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """Image files (:data:`USER_IMAGE_SUFFIXES`) in ``folder`` (and below with ``recursive``),
-    sorted. Raises ``DatasetError`` when the folder is missing or holds no image."""
+@dataclass(frozen=True)
+class ImageFolder:
+    """A user's folder of images: ``images``, the files of a supported type
+    (:data:`USER_IMAGE_SUFFIXES`), sorted, and ``skipped``, the other files, sorted."""
+
+    images: list[Path]
+    skipped: list[Path] = field(default_factory=list)
+
+    def skipped_note(self) -> str:
+        """``"2 other files skipped: .gif, .txt"`` (their types, most frequent first; the first
+        :data:`NAMED_TYPES`), or ``""`` when every file is an image."""
+        if not self.skipped:
+            return ""
+        counts = Counter(p.suffix.lower() or "no suffix" for p in self.skipped)
+        types = sorted(counts, key=lambda t: (-counts[t], t))
+        more = " ..." if len(types) > NAMED_TYPES else ""
+        files = "file" if len(self.skipped) == 1 else "files"
+        return f"{len(self.skipped)} other {files} skipped: {', '.join(types[:NAMED_TYPES])}{more}"
+
+
+def list_images(folder: str | Path, recursive: bool = False) -> ImageFolder:
+    """The files of ``folder`` (and below with ``recursive``): images of a supported type and
+    the other files. Raises ``DatasetError`` when the folder is missing or holds no image."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist")
     candidates = root.rglob("*") if recursive else root.iterdir()
-    paths = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in USER_IMAGE_SUFFIXES)
-    if not paths:
+    files = sorted(p for p in candidates if p.is_file())
+    listing = ImageFolder(
+        [p for p in files if p.suffix.lower() in USER_IMAGE_SUFFIXES],
+        [p for p in files if p.suffix.lower() not in USER_IMAGE_SUFFIXES],
+    )
+    if not listing.images:
         where = "in or below" if recursive else "in"
-        raise DatasetError(f"no images ({', '.join(USER_IMAGE_SUFFIXES)}) {where} {root}")
-    return paths
+        note = f" ({listing.skipped_note()})" if listing.skipped else ""
+        raise DatasetError(f"no images ({', '.join(USER_IMAGE_SUFFIXES)}) {where} {root}{note}")
+    return listing
 
 
 class _UserImageDataset(Dataset):

@@ -32,6 +32,7 @@ from reid_attn.data.datasets import DatasetError
 from reid_attn.data.image_dataset import read_image
 from reid_attn.inference import (
     USER_IMAGE_SUFFIXES,
+    ImageFolder,
     embed_items,
     evaluation_settings,
     input_size,
@@ -158,7 +159,7 @@ def require_faiss(kind: str, threads: int | None = None) -> Any:
         raise ConfigError(f"index_type={kind}: {exc}") from exc
 
 
-def query_images(query: str, recursive: bool) -> list[Path]:
+def query_images(query: str, recursive: bool) -> ImageFolder:
     """The query images: the file ``query`` or the images in the folder ``query``. Raises
     ``DatasetError`` when it is missing, not an image, or an empty folder."""
     path = Path(query).expanduser()
@@ -171,7 +172,7 @@ def query_images(query: str, recursive: bool) -> list[Path]:
             f"query {path} is not an image; expected a {', '.join(USER_IMAGE_SUFFIXES)} file or "
             "a folder"
         )
-    return [path]
+    return ImageFolder([path])
 
 
 def default_index_dir(output_dir: Path, gallery: Path) -> Path:
@@ -191,11 +192,15 @@ def display_name(path: str, root: Path) -> str:
 
 
 def index_gallery(
-    cfg: DictConfig, module: ReIDModule, size: tuple[int, int], flip: bool, index_dir: Path
+    cfg: DictConfig,
+    module: ReIDModule,
+    paths: list[Path],
+    size: tuple[int, int],
+    flip: bool,
+    index_dir: Path,
 ) -> IndexUpdate:
-    """The gallery's embeddings from its index, brought up to date (progress bar while
-    embedding)."""
-    paths = list_images(cfg.gallery, cfg.recursive)
+    """The embeddings of the gallery images ``paths`` from the index, brought up to date
+    (progress bar while embedding)."""
     stamps = stamp_files(paths)
     key = {
         "weights": weights_digest(module.state_dict()),
@@ -442,8 +447,9 @@ def search(cfg: DictConfig) -> dict[str, Any]:
     ``index`` (the :class:`~reid_attn.retrieval.gallery_index.IndexUpdate`)."""
     validate_search_config(cfg)
     gallery_root, query_root = Path(cfg.gallery).expanduser(), Path(cfg.query).expanduser()
-    list_images(gallery_root, cfg.recursive)  # a missing or empty gallery, before the model
-    queries = query_images(cfg.query, cfg.recursive)
+    gallery = list_images(gallery_root, cfg.recursive)  # missing or empty: before the model
+    query_folder = query_images(cfg.query, cfg.recursive)
+    queries = query_folder.images
     module = load_module(cfg.ckpt_path)
     evaluation = evaluation_settings(module)
     flip = bool(evaluation["flip"] if cfg.flip is None else cfg.flip)
@@ -453,13 +459,15 @@ def search(cfg: DictConfig) -> dict[str, Any]:
     index_dir = (
         Path(cfg.index).expanduser() if cfg.index else default_index_dir(output_dir, gallery_root)
     )
-    update = index_gallery(cfg, module, size, flip, index_dir)
+    update = index_gallery(cfg, module, gallery.images, size, flip, index_dir)
     summary = (
         f"gallery index {index_dir}: {len(update.paths)} images ({update.reused} reused, "
         f"{update.embedded} embedded, {update.dropped} dropped"
         + (", rebuilt for this checkpoint" if update.rebuilt else "")
         + ")"
     )
+    if gallery.skipped:
+        summary += f"; {gallery.skipped_note()}"
     if update.unreadable:
         names = ", ".join(
             display_name(p, gallery_root) for p in update.unreadable[:NAMED_UNREADABLE]
@@ -515,9 +523,11 @@ def search(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     files = write_outputs(cfg, record, output_dir)
     best = [q["results"][0]["distance"] for q in record["queries"] if q["results"]]
+    skipped = f" ({query_folder.skipped_note()})" if query_folder.skipped else ""
     print(
-        f"{len(queries)} queries, top {cfg.topk} of {len(update.paths)} gallery images ({kind} "
-        f"{metric} search; best distance median {np.median(best) if best else float('nan'):.4g})"
+        f"{len(queries)} queries{skipped}, top {cfg.topk} of {len(update.paths)} gallery images "
+        f"({kind} {metric} search; best distance median "
+        f"{np.median(best) if best else float('nan'):.4g})"
         f" -> {files['html']}"
     )
     return {**record, "files": files, "update": update}
