@@ -25,7 +25,8 @@ from reid_attn.export import (
     onnx_max_abs_diff,
     open_onnx,
 )
-from reid_attn.extract import extract, load_module, parse_market_name
+from reid_attn.extract import extract
+from reid_attn.inference import load_module, parse_market_name
 from reid_attn.runs.files import CheckpointError
 
 
@@ -99,6 +100,25 @@ def test_extract_shapes_ids_and_values(trained_run, compose_cfg, image_folder, t
     assert not torch.allclose(flipped[0], saved["features"][0], atol=1e-3)
 
 
+def test_extract_counts_the_files_it_skips_for_their_type(
+    trained_run, compose_cfg, tmp_path, capsys
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (20, 40), (200, 30, 30)).save(folder / "crop.webp")
+    Image.new("RGB", (20, 40), (30, 30, 200)).save(folder / "clip.gif")
+    (folder / "notes.txt").write_text("not an image")
+    overrides = [
+        f"ckpt_path={checkpoint_of(trained_run[0])}",
+        f"images={folder}",
+        f"output_dir={tmp_path / 'out'}",
+        "progress_bar=false",
+    ]
+    saved = extract(compose_cfg("extract", overrides))
+    assert [Path(p).name for p in saved["paths"]] == ["crop.webp"]
+    assert "embedded 1 images (2 other files skipped: .gif, .txt) from" in capsys.readouterr().out
+
+
 def test_extract_bad_input(trained_run, compose_cfg, image_folder, tmp_path) -> None:
     run_dir, _ = trained_run
     empty = tmp_path / "empty"
@@ -112,7 +132,8 @@ def test_extract_bad_input(trained_run, compose_cfg, image_folder, tmp_path) -> 
 
     with pytest.raises(DatasetError, match=r"image folder .*missing does not exist"):
         extract(cfg(tmp_path / "missing"))
-    with pytest.raises(DatasetError, match=r"no images \(.jpg, .jpeg, .png\) in .*empty"):
+    listed = r"\(.jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff\)"
+    with pytest.raises(DatasetError, match=rf"no images {listed} in .*empty"):
         extract(cfg(empty))
     with pytest.raises(CheckpointError, match="does not exist"):
         extract(cfg(image_folder, tmp_path / "none.ckpt"))

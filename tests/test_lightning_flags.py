@@ -11,7 +11,7 @@ import torch
 
 from conftest import run_train_cli
 from reid_attn.data import ReIDDataModule
-from reid_attn.extract import load_module
+from reid_attn.inference import load_module
 from reid_attn.metrics import METRIC_NAMES, compute_distance, evaluate_rank
 from reid_attn.train import train
 

@@ -819,7 +819,7 @@ def test_small_channel_count_keeps_one_hidden_unit() -> None:
 def test_checkpoint_attention_type_tells_the_two_cbams_apart(
     backbones: dict[str, ResNet50],
 ) -> None:
-    from reid_attn.extract import weights_attention
+    from reid_attn.inference import weights_attention
 
     for name in ATTENTION_NAMES:
         assert weights_attention(backbones[name].state_dict()) == name

@@ -20,7 +20,7 @@ from conftest import compose_config
 from reid_attn.config import ConfigError
 from reid_attn.data import DatasetError, Market1501
 from reid_attn.evaluate import evaluate
-from reid_attn.extract import embed_items, load_module
+from reid_attn.inference import embed_items, load_module
 from reid_attn.module import ReIDModule
 from reid_attn.runs.files import CheckpointError
 from reid_attn.search import search
@@ -461,11 +461,35 @@ def test_unreadable_gallery_images_are_skipped_and_named_or_refused(
         search(strict)
 
 
+def test_files_skipped_for_their_type_are_counted_in_the_summary(
+    trained_run, compose_cfg, tmp_path, capsys
+) -> None:
+    gallery = tmp_path / "gallery"
+    write_images(gallery, ["a.png", "b.bmp", "c.tif"], seed=10)
+    (gallery / "notes.txt").write_text("not an image")
+    (gallery / "readme.md").write_text("not an image")
+    (gallery / "clip.gif").write_bytes(b"GIF89a")
+    query_dir = tmp_path / "q"
+    write_images(query_dir, ["q.webp"], seed=11)
+    (query_dir / "q.txt").write_text("not an image")
+    ckpt = checkpoint_of(trained_run[0])
+    run = search(search_cfg(compose_cfg, tmp_path, ckpt, gallery, query_dir, "topk=3"))
+    assert run["gallery_size"] == 3 and len(run["queries"]) == 1
+    out = capsys.readouterr().out
+    skipped = "3 other files skipped: .gif, .md, .txt"
+    assert f"3 images (0 reused, 3 embedded, 0 dropped); {skipped}" in out
+    assert "1 queries (1 other file skipped: .txt), top 3 of 3 gallery images" in out
+
+
 @pytest.mark.parametrize(
     ("case", "error", "message"),
     [
         ("missing gallery", DatasetError, r"image folder .*nowhere does not exist"),
-        ("empty gallery", DatasetError, r"no images \(.jpg, .jpeg, .png\) in .*empty"),
+        (
+            "empty gallery",
+            DatasetError,
+            r"no images \(.jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff\) in .*empty",
+        ),
         ("missing query", DatasetError, r"query .*nothing\.jpg does not exist"),
         ("query not an image", DatasetError, r"query .*notes\.txt is not an image"),
         ("query undecodable", DatasetError, r"cannot read image .*fake\.jpg"),

@@ -13,7 +13,7 @@ from PIL import Image
 
 from reid_attn.metrics import evaluate_rank
 from reid_attn.models import build_reid_net
-from reid_attn.visualize import format_distance, visualize
+from reid_attn.visualize import visualize
 from reid_attn.viz.attention import (
     AttentionRecorder,
     channel_weight_figure,
@@ -23,6 +23,7 @@ from reid_attn.viz.attention import (
 )
 from reid_attn.viz.cmc import RunFilesError, cmc_figure, load_cmc, plot_cmc
 from reid_attn.viz.cmc import main as cmc_main
+from reid_attn.viz.figures import format_distance
 from reid_attn.viz.grid import GridRow, GridStyle, cell_box, grid_size, render_grid
 from reid_attn.viz.ranking import rank_gallery, select_queries
 

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reid_attn.config import validate_data_config
 from reid_attn.data import ReIDDataModule
-from reid_attn.extract import load_module
+from reid_attn.inference import load_module
 from reid_attn.runs.files import format_metrics, run_entry, write_metrics
 
 

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from reid_attn.extract import input_size, load_module
+from reid_attn.inference import input_size, load_module
 from reid_attn.runs.files import USER_ERRORS, run_entry
 
 EXPORT_FORMATS = ("onnx",)

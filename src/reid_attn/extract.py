@@ -5,235 +5,37 @@ the checkpoint's ``data.height x data.width``, normalise) and the network's retr
 in batches; the result is saved with :func:`torch.save` as ``{"features": (N, 2048) float32,
 "paths": [str] * N, "pids": (N,) int64, "camids": (N,) int64}``. Identities and 0-based
 cameras come from Market-1501-style names (``0002_c1s1_000451_03.jpg`` -> pid 2, camid 0),
-``-1`` where a name does not carry them.
+``-1`` where a name does not carry them. Files of another type are left out and counted in the
+summary line.
 
-The helpers here (:func:`load_module`, :func:`embed_items`, ...) are shared by
-:mod:`reid_attn.visualize` and :mod:`reid_attn.export`.
+Loading, reading and embedding go through :mod:`reid_attn.inference`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig
-from rich.progress import track
-from torch import Tensor
-from torch.utils.data import DataLoader
 
-from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError, Item, Market1501
-from reid_attn.data.image_dataset import ReIDImageDataset, read_image
-from reid_attn.data.transforms import build_test_transform
-from reid_attn.models.attention import ATTENTION_NAMES, create_attention
-from reid_attn.module import ReIDModule
-from reid_attn.runs.files import load_checkpoint, run_entry
-
-ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
-
-
-def load_module(ckpt_path: str | Path, evaluation: dict[str, Any] | None = None) -> ReIDModule:
-    """Rebuild :class:`ReIDModule` from a checkpoint's hyper-parameters (its ``evaluation``
-    settings updated with ``evaluation``), load its weights and switch it to eval mode. Raises
-    ``CheckpointError`` (missing / unreadable file) or ``ValueError`` (weights that do not fit
-    the described model)."""
-    checkpoint = load_checkpoint(ckpt_path)
-    hparams = dict(checkpoint["hyper_parameters"])
-    hparams["evaluation"] = {**hparams["evaluation"], **(evaluation or {})}
-    module = ReIDModule(**hparams)
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
-        difference = describe_weight_mismatch(
-            checkpoint["state_dict"], module.state_dict(), hparams["model"].get("attention")
-        )
-        raise ValueError(
-            f"{ckpt_path} does not match the model its hyper-parameters describe: {difference}"
-        ) from exc
-    return module.eval()
-
-
-def weights_attention(state_dict: Mapping[str, Tensor]) -> str | None:
-    """The attention type (``ATTENTION_NAMES``) whose parameter names the ``.attn.`` entries of
-    a re-id network's state dict carry: ``"none"`` without such entries, ``None`` when they
-    match no type."""
-    names = {key.split(".attn.", 1)[1] for key in state_dict if ".attn." in key}
-    for name in ATTENTION_NAMES:
-        if names == set(create_attention(name, 64).state_dict()):
-            return name
-    return None
-
-
-def describe_weight_mismatch(
-    saved: Mapping[str, Tensor], expected: Mapping[str, Tensor], attention: str | None
-) -> str:
-    """What differs between a checkpoint's ``saved`` state dict and the ``expected`` one of the
-    model built for ``attention``: the attention type when the weights carry another one,
-    else the counts (with an example) of missing, unexpected and differently shaped tensors."""
-    found = weights_attention(saved)
-    if found != attention:
-        return (
-            f"the checkpoint's weights have attention={found or 'unknown'}, the model has "
-            f"attention={attention}"
-        )
-    missing = sorted(expected.keys() - saved.keys())
-    unexpected = sorted(saved.keys() - expected.keys())
-    reshaped = sorted(
-        k for k in expected.keys() & saved.keys() if saved[k].shape != expected[k].shape
-    )
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if reshaped:
-        key = reshaped[0]
-        parts.append(
-            f"{len(reshaped)} of another shape (e.g. {key}: {tuple(saved[key].shape)} in the "
-            f"checkpoint, {tuple(expected[key].shape)} in the model)"
-        )
-    return "; ".join(parts)
-
-
-def resolve_device(accelerator: str) -> torch.device:
-    """``cpu``, ``cuda``/``gpu`` (error when no GPU is visible) or ``auto`` (GPU if any)."""
-    if accelerator not in ACCELERATORS:
-        raise ValueError(
-            f"accelerator={accelerator!r} is not valid; allowed values: {', '.join(ACCELERATORS)}"
-        )
-    if accelerator == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if accelerator in ("cuda", "gpu"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"accelerator={accelerator} but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def input_size(module: ReIDModule, height: int | None, width: int | None) -> tuple[int, int]:
-    """``(height, width)`` the network sees: the overrides when given, else the checkpoint's
-    data config. Raises ``ValueError`` when neither says."""
-    data = module.hparams.get("data") or {}
-    size = (height or data.get("height"), width or data.get("width"))
-    if not all(size):
-        raise ValueError(
-            "the checkpoint stores no data.height/data.width; pass height=... width=..."
-        )
-    if min(size) < 1:
-        raise ValueError(f"height and width must be >= 1, got {size}")
-    return int(size[0]), int(size[1])
-
-
-def parse_market_name(name: str) -> tuple[int, int]:
-    """``(pid, camid)`` from a Market-1501-style file name (``0002_c1s1_000451_03.jpg`` ->
-    ``(2, 0)``, camid 0-based); ``-1`` for whatever the name does not carry."""
-    match = Market1501.file_pattern.match(Path(name).name)
-    if match is None:
-        return -1, -1
-    camera = int(match.group(2))
-    return int(match.group(1)), camera - 1 if camera >= 1 else -1
-
-
-def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """Image files (``.jpg .jpeg .png``) in ``folder`` (and below with ``recursive``), sorted.
-    Raises ``DatasetError`` when the folder is missing or holds no image."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"image folder {root} does not exist")
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    paths = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        where = "in or below" if recursive else "in"
-        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) {where} {root}")
-    return paths
-
-
-class _SkippingImageDataset(ReIDImageDataset):
-    """:class:`ReIDImageDataset` yielding ``(image, position, readable)``: an unreadable file
-    gives a zero image and ``readable=False`` instead of raising."""
-
-    def __init__(self, items: Sequence[Item], transform: Any, size: tuple[int, int]) -> None:
-        super().__init__(items, transform)
-        self.blank = torch.zeros(3, *size)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int, bool]:  # type: ignore[override]
-        try:
-            return self.transform(read_image(self.items[index][0])), index, True
-        except DatasetError:
-            return self.blank, index, False
-
-
-@torch.inference_mode()
-def iter_embeddings(
-    module: ReIDModule,
-    items: Sequence[Item],
-    size: tuple[int, int],
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    description: str = "embedding",
-    flip: bool = False,
-    skip_unreadable: bool = False,
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Retrieval embeddings of ``items`` (``(path, pid, camid)``) batch by batch, with the test
-    transform at ``size = (height, width)``: yields ``(positions, embeddings)``, the ``(B,)``
-    int64 item positions and their ``(B, 2048)`` float32 CPU embeddings, in item order. With
-    ``flip`` each embedding is the mean of the image's and its horizontal mirror's. An
-    unreadable image raises ``DatasetError`` naming it, or is left out with
-    ``skip_unreadable`` (its position is never yielded)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    transform = build_test_transform(*size)
-    if skip_unreadable:
-        dataset = _SkippingImageDataset(items, transform, size)
-    else:
-        dataset = ReIDImageDataset(items, transform)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    module = module.to(device).eval()
-    start = 0
-    for images, *rest in track(loader, description=description, disable=not progress):
-        if skip_unreadable:
-            positions, readable = rest[0], rest[1]
-            images, positions = images[readable], positions[readable]
-        else:
-            positions = torch.arange(start, start + len(images))
-        start += len(images)
-        if not len(images):
-            continue
-        images = images.to(device)
-        embedding = module(images)
-        if flip:
-            embedding = (embedding + module(images.flip(-1))) / 2.0
-        yield positions.long(), embedding.float().cpu()
-
-
-def embed_items(
-    module: ReIDModule,
-    items: Sequence[Item],
-    size: tuple[int, int],
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    description: str = "embedding",
-    flip: bool = False,
-) -> Tensor:
-    """Retrieval embeddings of ``items`` (``(path, pid, camid)``) with the test transform at
-    ``size = (height, width)``: a float32 CPU tensor ``(N, 2048)`` in item order. With
-    ``flip`` each embedding is the mean of the image's and its horizontal mirror's."""
-    batches = iter_embeddings(
-        module, items, size, batch_size, num_workers, device, progress, description, flip
-    )
-    return torch.cat([embedding for _, embedding in batches])
+from reid_attn.inference import (
+    embed_items,
+    input_size,
+    list_images,
+    load_module,
+    parse_market_name,
+    resolve_device,
+)
+from reid_attn.runs.files import run_entry
 
 
 def extract(cfg: DictConfig) -> dict[str, Any]:
     """Embed every image of ``cfg.images`` with ``cfg.ckpt_path`` and save the dict described
     in the module docstring to ``cfg.out``; return it."""
-    paths = list_images(cfg.images, cfg.recursive)
+    folder = list_images(cfg.images, cfg.recursive)
+    paths = folder.images
     module = load_module(cfg.ckpt_path)
     size = input_size(module, cfg.height, cfg.width)
     ids = [parse_market_name(p.name) for p in paths]
@@ -259,8 +61,9 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(result, out)
     named = sum(pid != -1 for pid, _ in ids)
+    skipped = f" ({folder.skipped_note()})" if folder.skipped else ""
     print(
-        f"embedded {len(paths)} images from {cfg.images} at {size[0]}x{size[1]} -> "
+        f"embedded {len(paths)} images{skipped} from {cfg.images} at {size[0]}x{size[1]} -> "
         f"features {tuple(features.shape)} ({named} names carry an identity); saved to {out}"
     )
     return result

@@ -164,14 +164,16 @@ class ReIDModule(pl.LightningModule):
         self.log("train/acc", accuracy, on_epoch=True)
         return terms["loss"]
 
-    def embed_for_eval(self, images: Tensor) -> Tensor:
-        """Retrieval embeddings ``(B, D)`` of ``(B, 3, H, W)`` images; with ``flip``, the mean
-        of the embeddings of the images and of their horizontal (width-axis) flips. Computed in
-        float32 whatever the training precision's autocast, or in bf16 autocast with
-        ``evaluation.precision=bf16``; so a checkpoint evaluated alone gives the same figures."""
+    def embed_for_eval(self, images: Tensor, flip: bool | None = None) -> Tensor:
+        """Float32 retrieval embeddings ``(B, D)`` of ``(B, 3, H, W)`` images; with ``flip``
+        (``None``: ``evaluation.flip``), the mean of the embeddings of the images and of their
+        horizontal (width-axis) flips. Computed in float32 whatever the training precision's
+        autocast, or in bf16 autocast with ``evaluation.precision=bf16``; so a checkpoint
+        evaluated alone gives the same figures."""
+        flip = self.flip if flip is None else flip
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.eval_bf16):
             embedding = self(images)
-            if self.flip:
+            if flip:
                 embedding = (embedding + self(images.flip(-1))) / 2.0
         return embedding.float()
 

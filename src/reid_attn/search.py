@@ -28,10 +28,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from reid_attn.config import ConfigError
-from reid_attn.data.datasets import IMAGE_SUFFIXES, DatasetError
+from reid_attn.data.datasets import DatasetError
 from reid_attn.data.image_dataset import read_image
-from reid_attn.extract import (
+from reid_attn.inference import (
+    USER_IMAGE_SUFFIXES,
+    ImageFolder,
     embed_items,
+    evaluation_settings,
     input_size,
     iter_embeddings,
     list_images,
@@ -39,7 +42,7 @@ from reid_attn.extract import (
     parse_market_name,
     resolve_device,
 )
-from reid_attn.module import METRIC_DEFAULTS, ReIDModule
+from reid_attn.module import ReIDModule
 from reid_attn.retrieval.gallery_index import GalleryIndex, IndexUpdate, stamp_files, weights_digest
 from reid_attn.retrieval.nearest import (
     APPROXIMATE_TYPES,
@@ -57,7 +60,7 @@ from reid_attn.retrieval.nearest import (
 )
 from reid_attn.retrieval.results_page import render_results_page, thumbnail_data_uri
 from reid_attn.runs.files import atomic_write, run_entry
-from reid_attn.visualize import format_distance, save_png
+from reid_attn.viz.figures import format_distance, save_png
 from reid_attn.viz.grid import GridRow, GridStyle, render_grid
 
 UNREADABLE_POLICIES = ("skip", "error")
@@ -156,7 +159,7 @@ def require_faiss(kind: str, threads: int | None = None) -> Any:
         raise ConfigError(f"index_type={kind}: {exc}") from exc
 
 
-def query_images(query: str, recursive: bool) -> list[Path]:
+def query_images(query: str, recursive: bool) -> ImageFolder:
     """The query images: the file ``query`` or the images in the folder ``query``. Raises
     ``DatasetError`` when it is missing, not an image, or an empty folder."""
     path = Path(query).expanduser()
@@ -164,11 +167,12 @@ def query_images(query: str, recursive: bool) -> list[Path]:
         return list_images(path, recursive)
     if not path.exists():
         raise DatasetError(f"query {path} does not exist (expected an image or a folder)")
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in USER_IMAGE_SUFFIXES:
         raise DatasetError(
-            f"query {path} is not an image; expected a {', '.join(IMAGE_SUFFIXES)} file or a folder"
+            f"query {path} is not an image; expected a {', '.join(USER_IMAGE_SUFFIXES)} file or "
+            "a folder"
         )
-    return [path]
+    return ImageFolder([path])
 
 
 def default_index_dir(output_dir: Path, gallery: Path) -> Path:
@@ -188,13 +192,22 @@ def display_name(path: str, root: Path) -> str:
 
 
 def index_gallery(
-    cfg: DictConfig, module: ReIDModule, size: tuple[int, int], flip: bool, index_dir: Path
+    cfg: DictConfig,
+    module: ReIDModule,
+    paths: list[Path],
+    size: tuple[int, int],
+    flip: bool,
+    index_dir: Path,
 ) -> IndexUpdate:
-    """The gallery's embeddings from its index, brought up to date (progress bar while
-    embedding)."""
-    paths = list_images(cfg.gallery, cfg.recursive)
+    """The embeddings of the gallery images ``paths`` from the index, brought up to date
+    (progress bar while embedding)."""
     stamps = stamp_files(paths)
-    key = {"weights": weights_digest(module.state_dict()), "size": list(size), "flip": flip}
+    key = {
+        "weights": weights_digest(module.state_dict()),
+        "size": list(size),
+        "flip": flip,
+        "precision": "bf16" if module.eval_bf16 else "32",
+    }
     device = resolve_device(cfg.accelerator)
 
     def embed(positions: list[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -382,8 +395,8 @@ def grid_rows(queries: list[dict[str, Any]], digits: int) -> list[GridRow]:
         hits = query["results"]
         rows.append(
             GridRow(
-                query=read_image(query["path"]),
-                gallery=[read_image(h["path"]) for h in hits],
+                query=read_image(query["path"], upright=True),
+                gallery=[read_image(h["path"], upright=True) for h in hits],
                 correct=[query["pid"] >= 0 and h["pid"] == query["pid"] for h in hits],
                 query_caption="query" + (f" id {query['pid']}" if query["pid"] >= 0 else ""),
                 captions=[
@@ -434,10 +447,11 @@ def search(cfg: DictConfig) -> dict[str, Any]:
     ``index`` (the :class:`~reid_attn.retrieval.gallery_index.IndexUpdate`)."""
     validate_search_config(cfg)
     gallery_root, query_root = Path(cfg.gallery).expanduser(), Path(cfg.query).expanduser()
-    list_images(gallery_root, cfg.recursive)  # a missing or empty gallery, before the model
-    queries = query_images(cfg.query, cfg.recursive)
+    gallery = list_images(gallery_root, cfg.recursive)  # missing or empty: before the model
+    query_folder = query_images(cfg.query, cfg.recursive)
+    queries = query_folder.images
     module = load_module(cfg.ckpt_path)
-    evaluation = {**METRIC_DEFAULTS, "flip": False, **module.hparams["evaluation"]}
+    evaluation = evaluation_settings(module)
     flip = bool(evaluation["flip"] if cfg.flip is None else cfg.flip)
     rerank = bool(evaluation["rerank"] if cfg.rerank is None else cfg.rerank)
     size = input_size(module, cfg.height, cfg.width)
@@ -445,13 +459,15 @@ def search(cfg: DictConfig) -> dict[str, Any]:
     index_dir = (
         Path(cfg.index).expanduser() if cfg.index else default_index_dir(output_dir, gallery_root)
     )
-    update = index_gallery(cfg, module, size, flip, index_dir)
+    update = index_gallery(cfg, module, gallery.images, size, flip, index_dir)
     summary = (
         f"gallery index {index_dir}: {len(update.paths)} images ({update.reused} reused, "
         f"{update.embedded} embedded, {update.dropped} dropped"
         + (", rebuilt for this checkpoint" if update.rebuilt else "")
         + ")"
     )
+    if gallery.skipped:
+        summary += f"; {gallery.skipped_note()}"
     if update.unreadable:
         names = ", ".join(
             display_name(p, gallery_root) for p in update.unreadable[:NAMED_UNREADABLE]
@@ -507,9 +523,11 @@ def search(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     files = write_outputs(cfg, record, output_dir)
     best = [q["results"][0]["distance"] for q in record["queries"] if q["results"]]
+    skipped = f" ({query_folder.skipped_note()})" if query_folder.skipped else ""
     print(
-        f"{len(queries)} queries, top {cfg.topk} of {len(update.paths)} gallery images ({kind} "
-        f"{metric} search; best distance median {np.median(best) if best else float('nan'):.4g})"
+        f"{len(queries)} queries{skipped}, top {cfg.topk} of {len(update.paths)} gallery images "
+        f"({kind} {metric} search; best distance median "
+        f"{np.median(best) if best else float('nan'):.4g})"
         f" -> {files['html']}"
     )
     return {**record, "files": files, "update": update}

@@ -31,9 +31,15 @@ from reid_attn.data import Market1501, ReIDDataModule
 from reid_attn.data.datasets import Item
 from reid_attn.data.image_dataset import read_image
 from reid_attn.data.transforms import build_test_transform
-from reid_attn.extract import embed_items, input_size, load_module, resolve_device
+from reid_attn.inference import (
+    embed_items,
+    evaluation_settings,
+    input_size,
+    load_module,
+    resolve_device,
+)
 from reid_attn.metrics import compute_distance, re_ranking
-from reid_attn.module import METRIC_DEFAULTS, ReIDModule
+from reid_attn.module import ReIDModule
 from reid_attn.runs.files import run_entry
 from reid_attn.viz.attention import (
     AttentionRecorder,
@@ -43,6 +49,7 @@ from reid_attn.viz.attention import (
     overlay_heatmap,
     upsample_maps,
 )
+from reid_attn.viz.figures import format_distance, save_png
 from reid_attn.viz.grid import GridRow, GridStyle, render_grid
 from reid_attn.viz.ranking import RankedList, rank_gallery, select_queries
 
@@ -73,25 +80,6 @@ def evenly_spaced(items: list[Item], count: int) -> list[Item]:
         return list(items)
     picks = np.unique(np.linspace(0, len(items) - 1, count).round().astype(int))
     return [items[i] for i in picks]
-
-
-def format_distance(distance: float, digits: int = 3) -> str:
-    """``digits`` significant digits without exponent notation for large values
-    (``1681.4 -> "1681"``, ``0.51234 -> "0.512"``)."""
-    if abs(distance) >= 10**digits:
-        return f"{distance:.0f}"
-    return f"{distance:.{digits}g}"
-
-
-def save_png(image: Image.Image, path: Path, colors: int = 0) -> Path:
-    """Save ``image`` as an optimised PNG; ``colors > 0`` stores it with a palette of that many
-    colours (a much smaller file for noisy images; frames keep their hue)."""
-    if colors < 0 or colors > 256:
-        raise ValueError(f"png_colors={colors} must lie in 0..256 (0 = full colour)")
-    if colors:
-        image = image.quantize(colors)
-    image.save(path, optimize=True)
-    return path
 
 
 def ranking_rows(
@@ -157,7 +145,7 @@ def visualize_ranking(
     size = input_size(module, None, None)
     device = resolve_device(cfg.accelerator)
     style = GridStyle(**OmegaConf.to_container(cfg.grid, resolve=True))
-    evaluation = {**METRIC_DEFAULTS, "flip": False, **module.hparams["evaluation"]}
+    evaluation = evaluation_settings(module)
     flip = bool(evaluation["flip"] if cfg.flip is None else cfg.flip)
     rerank = bool(evaluation["rerank"] if cfg.rerank is None else cfg.rerank)
     common = (size, cfg.batch_size, cfg.num_workers, device, cfg.progress_bar)

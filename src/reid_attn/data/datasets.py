@@ -14,6 +14,8 @@ from typing import ClassVar
 
 Item = tuple[str, int, int]
 
+#: File types the dataset parsers take (the Market-1501 family is JPEG); a user's own folders
+#: take more (:data:`reid_attn.inference.USER_IMAGE_SUFFIXES`).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 

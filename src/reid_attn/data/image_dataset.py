@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from reid_attn.data.datasets import DatasetError, Item
 
 
-def read_image(path: str) -> Image.Image:
-    """Open ``path`` as an RGB PIL image; a missing or corrupt file raises :class:`DatasetError`."""
+def read_image(path: str, upright: bool = False) -> Image.Image:
+    """Open ``path`` as an RGB PIL image; with ``upright``, turned as its EXIF Orientation tag
+    says (a photo as a viewer shows it, width and height swapped for a quarter turn). A missing
+    or corrupt file raises :class:`DatasetError`."""
     try:
         with Image.open(path) as image:
+            if upright:
+                ImageOps.exif_transpose(image, in_place=True)
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc

@@ -5,8 +5,8 @@ An index is a folder of immutable part files ``part-<n>.pt`` (``torch.save``, re
 ``weights_only=True``), each ``{"format", "key", "paths", "sizes", "mtimes", "features"}``:
 absolute paths, file sizes (bytes), modification times (ns) and ``(n, D)`` float32 embeddings.
 The ``key`` says what made the embeddings: a digest of the checkpoint's weights and the
-embedding settings (input size, flip). An entry is valid while its file keeps its path, size
-and modification time and the key is the current one.
+embedding settings (input size, flip, evaluation precision). An entry is valid while its file
+keeps its path, size and modification time and the key is the current one.
 
 :meth:`GalleryIndex.update` keeps the valid entries, rewrites a part that holds stale ones
 (files removed or changed) without them, deletes parts of another key (another checkpoint:

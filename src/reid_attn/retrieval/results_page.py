@@ -33,10 +33,11 @@ h1 { font-size: 20px; } .meta { color: #444; font-size: 13px; margin-bottom: 12p
 
 
 def thumbnail_data_uri(path: str, height: int, width: int, quality: int = 85) -> str:
-    """The image at ``path`` fitted into ``height x width`` pixels (aspect kept) as a JPEG
-    ``data:`` URI; ``""`` when it cannot be read."""
+    """The image at ``path``, upright (its EXIF orientation applied) and fitted into
+    ``height x width`` pixels (aspect kept), as a JPEG ``data:`` URI; ``""`` when it cannot be
+    read."""
     try:
-        image = read_image(path)
+        image = read_image(path, upright=True)
     except DatasetError:
         return ""
     image.thumbnail((width, height), Image.BILINEAR)

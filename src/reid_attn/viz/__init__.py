@@ -17,6 +17,8 @@ _SOURCES = {
     "overlay_heatmap": "attention",
     "upsample_maps": "attention",
     "load_cmc": "cmc",
+    "format_distance": "figures",
+    "save_png": "figures",
     "plot_cmc": "cmc",
     "GridRow": "grid",
     "GridStyle": "grid",
