@@ -17,6 +17,17 @@ import reid_attn
 
 CONF_DIR = Path(reid_attn.__file__).parent / "conf"
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+#: The small synthetic set of the data tests, as ``data.synthetic`` takes it (the fields of
+#: :class:`~reid_attn.data.synthetic.SyntheticSpec`): 6 training and 4 test identities, 3
+#: distractors, 2 junk images, 64 x 32 pixels.
+SMALL_SYNTHETIC = {
+    "num_train_ids": 6,
+    "num_test_ids": 4,
+    "num_distractors": 3,
+    "num_junk": 2,
+    "height": 64,
+    "width": 32,
+}
 
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:

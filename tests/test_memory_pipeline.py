@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
+from conftest import SMALL_SYNTHETIC
 from reid_attn.config import ConfigError
 from reid_attn.data import PKSampler, ReIDDataModule
 from reid_attn.data.batch_augment import (
@@ -36,14 +37,6 @@ from reid_attn.train import train
 
 #: The augmentation and the cache run on the training device: every device here is tested.
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-SMALL = {
-    "num_train_ids": 6,
-    "num_test_ids": 4,
-    "num_distractors": 3,
-    "num_junk": 2,
-    "height": 64,
-    "width": 32,
-}
 
 
 def _pil(image: torch.Tensor) -> Image.Image:
@@ -178,7 +171,7 @@ def _datamodule(root: Path, **kwargs) -> ReIDDataModule:
         "val_identities": 2,
         "num_workers": 0,
         "eval_batch_size": 16,
-        "synthetic": SMALL,
+        "synthetic": SMALL_SYNTHETIC,
         **kwargs,
     }
     datamodule = ReIDDataModule(**settings)
