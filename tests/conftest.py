@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -90,3 +90,22 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("trained")
     cfg = compose_config("train", fast_train_overrides(root))
     return Path(cfg.output_dir), train(cfg)
+
+
+def stand_in_trainer(
+    epoch: int, loader=None, *, rank: int = 0, overfit_batches: float = 0
+) -> SimpleNamespace:
+    """A stand-in for a Lightning trainer at ``epoch`` (on rank ``rank``, on the CPU): what
+    :class:`~reid_attn.callbacks.SeedEachEpoch` (``loader`` is its ``train_dataloader``) and the
+    datamodule's ``train_dataloader`` and pipeline choice read from a real one."""
+    import torch
+
+    progress = SimpleNamespace(current=SimpleNamespace(processed=epoch))
+    return SimpleNamespace(
+        current_epoch=epoch,
+        global_rank=rank,
+        overfit_batches=overfit_batches,
+        train_dataloader=loader,
+        fit_loop=SimpleNamespace(epoch_progress=progress),
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )
