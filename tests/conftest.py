@@ -109,3 +109,19 @@ def stand_in_trainer(
         fit_loop=SimpleNamespace(epoch_progress=progress),
         strategy=SimpleNamespace(root_device=torch.device("cpu")),
     )
+
+
+def make_loss_nan_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Stand in for a run that diverges at global step ``step``: ``ReIDModule.compute_losses``
+    returns a NaN loss there (its other terms, and every other step, unchanged)."""
+    from reid_attn.module import ReIDModule
+
+    original = ReIDModule.compute_losses
+
+    def poisoned(self, outputs, pids):
+        terms = original(self, outputs, pids)
+        if self.global_step == step:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(ReIDModule, "compute_losses", poisoned)

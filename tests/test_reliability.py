@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from conftest import stand_in_trainer
+from conftest import make_loss_nan_at_step, stand_in_trainer
 from reid_attn.callbacks import SeedEachEpoch
 from reid_attn.config import ConfigError, validate_sampling
 from reid_attn.data import PKSampler, ReIDDataModule
@@ -31,7 +31,6 @@ from reid_attn.data.image_dataset import ReIDImageDataset
 from reid_attn.data.transforms import build_test_transform
 from reid_attn.evaluate import evaluate
 from reid_attn.metrics import METRIC_NAMES
-from reid_attn.module import ReIDModule
 from reid_attn.runs.files import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -404,15 +403,7 @@ def test_train_loader_is_built_for_the_trainers_epoch(tmp_path) -> None:
 def test_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(
     train_cfg_factory, monkeypatch
 ) -> None:
-    original = ReIDModule.compute_losses
-
-    def poisoned(self, outputs, pids):
-        terms = original(self, outputs, pids)
-        if self.global_step == 1:
-            terms["loss"] = terms["loss"] * float("nan")
-        return terms
-
-    monkeypatch.setattr(ReIDModule, "compute_losses", poisoned)
+    make_loss_nan_at_step(monkeypatch, 1)
     cfg = train_cfg_factory(
         "trainer.max_epochs=3", "+trainer.limit_train_batches=1", "data.val_identities=0"
     )
