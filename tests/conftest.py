@@ -125,3 +125,16 @@ def make_loss_nan_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
         return terms
 
     monkeypatch.setattr(ReIDModule, "compute_losses", poisoned)
+
+
+@pytest.fixture(scope="session")
+def fake_imagenet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in for torchvision's ImageNet ResNet50 weights: its state dict (random weights,
+    seed 0) under the IMAGENET1K_V1 file name."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet50-0676ba61.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    return path
