@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -17,6 +17,17 @@ import reid_attn
 
 CONF_DIR = Path(reid_attn.__file__).parent / "conf"
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+#: The small synthetic set of the data tests, as ``data.synthetic`` takes it (the fields of
+#: :class:`~reid_attn.data.synthetic.SyntheticSpec`): 6 training and 4 test identities, 3
+#: distractors, 2 junk images, 64 x 32 pixels.
+SMALL_SYNTHETIC = {
+    "num_train_ids": 6,
+    "num_test_ids": 4,
+    "num_distractors": 3,
+    "num_junk": 2,
+    "height": 64,
+    "width": 32,
+}
 
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:
@@ -79,3 +90,51 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("trained")
     cfg = compose_config("train", fast_train_overrides(root))
     return Path(cfg.output_dir), train(cfg)
+
+
+def stand_in_trainer(
+    epoch: int, loader=None, *, rank: int = 0, overfit_batches: float = 0
+) -> SimpleNamespace:
+    """A stand-in for a Lightning trainer at ``epoch`` (on rank ``rank``, on the CPU): what
+    :class:`~reid_attn.callbacks.SeedEachEpoch` (``loader`` is its ``train_dataloader``) and the
+    datamodule's ``train_dataloader`` and pipeline choice read from a real one."""
+    import torch
+
+    progress = SimpleNamespace(current=SimpleNamespace(processed=epoch))
+    return SimpleNamespace(
+        current_epoch=epoch,
+        global_rank=rank,
+        overfit_batches=overfit_batches,
+        train_dataloader=loader,
+        fit_loop=SimpleNamespace(epoch_progress=progress),
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )
+
+
+def make_loss_nan_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Stand in for a run that diverges at global step ``step``: ``ReIDModule.compute_losses``
+    returns a NaN loss there (its other terms, and every other step, unchanged)."""
+    from reid_attn.module import ReIDModule
+
+    original = ReIDModule.compute_losses
+
+    def poisoned(self, outputs, pids):
+        terms = original(self, outputs, pids)
+        if self.global_step == step:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(ReIDModule, "compute_losses", poisoned)
+
+
+@pytest.fixture(scope="session")
+def fake_imagenet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in for torchvision's ImageNet ResNet50 weights: its state dict (random weights,
+    seed 0) under the IMAGENET1K_V1 file name."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet50-0676ba61.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    return path

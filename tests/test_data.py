@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import SMALL_SYNTHETIC
 from reid_attn.data import synthetic as synthetic_module
 from reid_attn.data.datamodule import DATASETS, ReIDDataModule, split_validation
 from reid_attn.data.datasets import DatasetError, Market1501
@@ -28,17 +29,7 @@ from reid_attn.data.transforms import (
 
 SPLITS = ("bounding_box_train", "query", "bounding_box_test")
 MARKET_NAME = re.compile(r"^(\d{4}|-1)_c(\d)s1_\d{6}_\d{2}\.jpg$")
-SMALL = SyntheticSpec(
-    num_train_ids=6, num_test_ids=4, num_distractors=3, num_junk=2, height=64, width=32
-)
-SMALL_DICT = {
-    "num_train_ids": 6,
-    "num_test_ids": 4,
-    "num_distractors": 3,
-    "num_junk": 2,
-    "height": 64,
-    "width": 32,
-}
+SMALL = SyntheticSpec(**SMALL_SYNTHETIC)
 
 
 @pytest.fixture(scope="module")
@@ -495,7 +486,7 @@ def test_datamodule_end_to_end(tmp_path: Path, pipeline: str) -> None:
         val_identities=2,
         num_workers=0,
         eval_batch_size=16,
-        synthetic=SMALL_DICT,
+        synthetic=SMALL_SYNTHETIC,
         pipeline=pipeline,
     )
     dm.prepare_data()
@@ -558,7 +549,7 @@ def test_datamodule_without_val_identities(small_root: Path) -> None:
         num_identities=2,
         num_instances=2,
         num_workers=0,
-        synthetic=SMALL_DICT,
+        synthetic=SMALL_SYNTHETIC,
     )
     assert dm.dataset_root() == small_root  # the cached folder is reused
     dm.setup()

@@ -337,6 +337,7 @@ def test_readme_is_short_and_links_every_docs_page() -> None:
 
 
 # ---------------------------------------------------------------- stand-ins (session fixtures)
+# (fake_imagenet_weights, which test_real_datasets.py uses too, is conftest.py's)
 
 
 def _image(path: Path, seed: int) -> None:
@@ -430,18 +431,6 @@ def fake_crops(fake_market1501, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fake_person(fake_market1501) -> Path:
     return sorted((fake_market1501 / "query").glob("*.jpg"))[0]
-
-
-@pytest.fixture(scope="session")
-def fake_imagenet_weights(tmp_path_factory) -> Path:
-    """A torchvision ResNet50 state dict (random weights) under the IMAGENET1K_V1 file name."""
-    import torch
-    import torchvision
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "resnet50-0676ba61.pth"
-    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="session")

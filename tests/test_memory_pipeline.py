@@ -8,7 +8,6 @@ import math
 import os
 from dataclasses import astuple
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
+from conftest import SMALL_SYNTHETIC, stand_in_trainer
 from reid_attn.config import ConfigError
 from reid_attn.data import PKSampler, ReIDDataModule
 from reid_attn.data.batch_augment import (
@@ -36,14 +36,6 @@ from reid_attn.train import train
 
 #: The augmentation and the cache run on the training device: every device here is tested.
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-SMALL = {
-    "num_train_ids": 6,
-    "num_test_ids": 4,
-    "num_distractors": 3,
-    "num_junk": 2,
-    "height": 64,
-    "width": 32,
-}
 
 
 def _pil(image: torch.Tensor) -> Image.Image:
@@ -178,7 +170,7 @@ def _datamodule(root: Path, **kwargs) -> ReIDDataModule:
         "val_identities": 2,
         "num_workers": 0,
         "eval_batch_size": 16,
-        "synthetic": SMALL,
+        "synthetic": SMALL_SYNTHETIC,
         **kwargs,
     }
     datamodule = ReIDDataModule(**settings)
@@ -222,21 +214,10 @@ def test_memory_training_batches_are_the_pk_batches_of_the_cached_images(tmp_pat
             assert (int(pids[k]), int(camids[k])) == (pid, camid)
 
 
-def _trainer(epoch: int, rank: int = 0, overfit_batches: float = 0.0) -> SimpleNamespace:
-    """What ``train_dataloader`` reads from a Lightning trainer."""
-    progress = SimpleNamespace(current=SimpleNamespace(processed=epoch))
-    return SimpleNamespace(
-        global_rank=rank,
-        overfit_batches=overfit_batches,
-        fit_loop=SimpleNamespace(epoch_progress=progress),
-        strategy=SimpleNamespace(root_device=torch.device("cpu")),
-    )
-
-
 def test_memory_training_batches_depend_on_seed_epoch_and_step_only(tmp_path) -> None:
     def epoch_batches(epoch: int, seed: int = 0) -> list[torch.Tensor]:
         datamodule = _datamodule(tmp_path, pipeline="memory", seed=seed)
-        datamodule.trainer = _trainer(epoch)
+        datamodule.trainer = stand_in_trainer(epoch)
         torch.manual_seed(epoch * 1000 + 17)  # global randomness plays no part
         return [images for images, *_ in datamodule.train_dataloader()]
 
@@ -316,7 +297,7 @@ def test_auto_pipeline_reads_from_disk_when_overfitting(tmp_path, monkeypatch) -
     monkeypatch.setattr("reid_attn.data.datamodule.auto_pipeline", lambda device, fits: "memory")
     assert _datamodule(tmp_path, pipeline="auto").resolve_pipeline() == "memory"
     overfitting = _datamodule(tmp_path, pipeline="auto")
-    overfitting.trainer = _trainer(0, overfit_batches=1)
+    overfitting.trainer = stand_in_trainer(0, overfit_batches=1)
     assert overfitting.resolve_pipeline() == "loader"
 
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torchvision
 from PIL import Image
 
 from reid_attn.config import ConfigError
@@ -153,20 +152,12 @@ def test_verify_images_finds_a_corrupt_file_up_front(tmp_path) -> None:
         module.setup()
 
 
-@pytest.fixture(scope="module")
-def torchvision_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
-    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
-    return path
-
-
-def test_imagenet_weights_load_with_only_attention_missing(torchvision_weights) -> None:
+def test_imagenet_weights_load_with_only_attention_missing(fake_imagenet_weights) -> None:
     backbone = ResNet50("cbam")
-    report = load_imagenet_weights(backbone, torchvision_weights)
+    report = load_imagenet_weights(backbone, fake_imagenet_weights)
     assert report["missing"] and all(".attn." in k for k in report["missing"])
     assert sorted(report["unexpected"]) == ["fc.bias", "fc.weight"]
-    saved = torch.load(torchvision_weights, weights_only=True)
+    saved = torch.load(fake_imagenet_weights, weights_only=True)
     ours = backbone.state_dict()
     for key, value in saved.items():
         if not key.startswith("fc."):
@@ -191,9 +182,9 @@ def test_imagenet_weights_errors(tmp_path, monkeypatch) -> None:
         load_imagenet_weights(ResNet50("none"), broken)
 
 
-def test_train_with_pretrained_path(train_cfg_factory, torchvision_weights, capsys) -> None:
+def test_train_with_pretrained_path(train_cfg_factory, fake_imagenet_weights, capsys) -> None:
     cfg = train_cfg_factory(
-        "model.pretrained=imagenet", f"model.pretrained_path={torchvision_weights}"
+        "model.pretrained=imagenet", f"model.pretrained_path={fake_imagenet_weights}"
     )
     train(cfg)
     assert "loaded ImageNet weights: 80 attention tensors" in capsys.readouterr().out

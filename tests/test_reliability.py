@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from conftest import make_loss_nan_at_step, stand_in_trainer
 from reid_attn.callbacks import SeedEachEpoch
 from reid_attn.config import ConfigError, validate_sampling
 from reid_attn.data import PKSampler, ReIDDataModule
@@ -31,7 +31,6 @@ from reid_attn.data.image_dataset import ReIDImageDataset
 from reid_attn.data.transforms import build_test_transform
 from reid_attn.evaluate import evaluate
 from reid_attn.metrics import METRIC_NAMES
-from reid_attn.module import ReIDModule
 from reid_attn.runs.files import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -348,18 +347,6 @@ def test_epoch_seed_depends_on_seed_epoch_and_rank_only() -> None:
     assert epoch_seed(3, 5, 1) == epoch_seed(3, 5, 1)
 
 
-def _trainer(epoch: int, loader: DataLoader | None = None) -> SimpleNamespace:
-    """What :class:`SeedEachEpoch` and ``train_dataloader`` read from a Lightning trainer."""
-    progress = SimpleNamespace(current=SimpleNamespace(processed=epoch))
-    return SimpleNamespace(
-        current_epoch=epoch,
-        global_rank=0,
-        overfit_batches=0,
-        train_dataloader=loader,
-        fit_loop=SimpleNamespace(epoch_progress=progress),
-    )
-
-
 def test_seed_each_epoch_resets_the_generators_whatever_ran_before() -> None:
     loader = DataLoader(list(range(4)), generator=torch.Generator())
     callback = SeedEachEpoch(seed=7)
@@ -367,7 +354,7 @@ def test_seed_each_epoch_resets_the_generators_whatever_ran_before() -> None:
     for burn in (0, 1000):  # the same epoch, after different amounts of earlier randomness
         torch.rand(burn)
         loader.generator.manual_seed(burn)
-        callback.on_train_epoch_start(_trainer(2, loader), None)
+        callback.on_train_epoch_start(stand_in_trainer(2, loader), None)
         draws.append(
             (float(torch.rand(1)), int(torch.randint(1 << 30, (1,), generator=loader.generator)))
         )
@@ -399,7 +386,7 @@ def test_train_loader_is_built_for_the_trainers_epoch(tmp_path) -> None:
     datamodule.prepare_data()
     datamodule.setup("fit")
 
-    datamodule.trainer = _trainer(3)
+    datamodule.trainer = stand_in_trainer(3)
     loader = datamodule.train_dataloader()
     assert loader.sampler.epoch == 3
     reference = torch.Generator().manual_seed(epoch_seed(datamodule.seed, 3, 0))
@@ -416,15 +403,7 @@ def test_train_loader_is_built_for_the_trainers_epoch(tmp_path) -> None:
 def test_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(
     train_cfg_factory, monkeypatch
 ) -> None:
-    original = ReIDModule.compute_losses
-
-    def poisoned(self, outputs, pids):
-        terms = original(self, outputs, pids)
-        if self.global_step == 1:
-            terms["loss"] = terms["loss"] * float("nan")
-        return terms
-
-    monkeypatch.setattr(ReIDModule, "compute_losses", poisoned)
+    make_loss_nan_at_step(monkeypatch, 1)
     cfg = train_cfg_factory(
         "trainer.max_epochs=3", "+trainer.limit_train_batches=1", "data.val_identities=0"
     )

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import load_experiment
+from conftest import load_experiment, make_loss_nan_at_step
 from reid_attn.config import ConfigError
 from reid_attn.module import ReIDModule
 from reid_attn.runs.files import run_entry
@@ -207,15 +207,7 @@ def test_last_checkpoint_every_n_epochs_holds_the_last_epoch(train_cfg_factory) 
 def test_nan_loss_read_every_n_steps_never_reaches_a_checkpoint(
     train_cfg_factory, monkeypatch
 ) -> None:
-    original = ReIDModule.compute_losses
-
-    def poisoned(self, outputs, pids):
-        terms = original(self, outputs, pids)
-        if self.global_step == 1:
-            terms["loss"] = terms["loss"] * float("nan")
-        return terms
-
-    monkeypatch.setattr(ReIDModule, "compute_losses", poisoned)
+    make_loss_nan_at_step(monkeypatch, 1)
     # one step an epoch, the loss read every 5 steps: the NaN of step 1 is found before the
     # epoch-1 checkpoints (best, on validation, and last) are written
     cfg = train_cfg_factory(
