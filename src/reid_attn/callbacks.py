@@ -3,6 +3,8 @@
 * :class:`SeedEachEpoch` makes every random draw of a training epoch a function of
   ``(seed, epoch, rank)`` alone, so an epoch replayed after ``resume=true`` is the epoch an
   uninterrupted run trains.
+* :class:`EpochLength` gives Lightning each epoch's own number of PK batches, so every epoch
+  trains all its batches and ends with its validation.
 * :class:`EstimateRunTime` prints, after the first epoch, how long the run will take here.
 * :class:`StopOnNonFiniteLoss` stops training at the first NaN / inf loss, before the
   optimiser applies it, naming the step and the last checkpoint (which is never overwritten
@@ -137,6 +139,41 @@ def format_duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds} s"
+
+
+def _is_whole(fraction: object) -> bool:
+    """Whether a Lightning batch setting is the float fraction 1.0 (not the count 1)."""
+    return isinstance(fraction, float) and fraction == 1.0
+
+
+class EpochLength(pl.Callback):
+    """At each training epoch's start, tell Lightning how many batches this epoch has.
+
+    The PK sampler's batch count varies from epoch to epoch (the default data: 24 or 25), but
+    Lightning reads it once, from the first epoch: it cut a longer epoch short at that count
+    and, since it validates when the batch index reaches it, skipped the validation of every
+    shorter epoch. Here the epoch's own count (the sampler is already set to the epoch) becomes
+    the loop's limit and validation batch. Only for the plain setting: a whole epoch a
+    validation (``val_check_interval=1.0``), no ``limit_train_batches`` / ``overfit_batches``
+    / ``fast_dev_run``, which keep Lightning's own count.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning tells a fraction (float 1.0: all) from a count (int 1: one batch) by type
+        plain = (
+            _is_whole(trainer.limit_train_batches)
+            and _is_whole(trainer.val_check_interval)
+            and not trainer.overfit_batches
+            and not trainer.fast_dev_run
+        )
+        loader = getattr(trainer.fit_loop, "_combined_loader", None)
+        if not plain or loader is None:
+            return
+        lengths = [len(iterable) for iterable in loader.flattened]
+        loader.limits = lengths
+        trainer.fit_loop.max_batches = max(lengths)
+        if trainer.val_check_batch is not None:  # None: validation on a wall-time interval
+            trainer.val_check_batch = max(1, max(lengths))
 
 
 class EstimateRunTime(pl.Callback):

@@ -17,7 +17,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from reid_attn.callbacks import EstimateRunTime, SeedEachEpoch, StopOnNonFiniteLoss
+from reid_attn.callbacks import (
+    EpochLength,
+    EstimateRunTime,
+    SeedEachEpoch,
+    StopOnNonFiniteLoss,
+)
 from reid_attn.config import resolve_precision, validate_sampling, validate_train_config
 from reid_attn.data import ReIDDataModule
 from reid_attn.models.pretrained import load_imagenet_weights
@@ -83,6 +88,7 @@ def build_trainer(
     callbacks: list[pl.Callback] = [
         *checkpoints,
         SeedEachEpoch(seed),
+        EpochLength(),
         StopOnNonFiniteLoss(last_path, loss_check_every_n_steps),
         EstimateRunTime(),
         *extra_callbacks,
