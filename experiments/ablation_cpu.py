@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness import pinned
+
 #: What a finished job's record keeps (no checkpoints: 0.4 GB a job).
 RECORD = ("config.yaml", "metrics.json", "machine.json", "train.log", "csv", "tensorboard")
 
@@ -78,11 +80,6 @@ def start_lane(
     jobs: list[tuple[str, int]], core: int, args: argparse.Namespace, overrides: list[str]
 ) -> subprocess.Popen:
     """Start this script's ``--lane-worker`` for ``jobs`` pinned to ``core``."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(args.threads),
-        "MKL_NUM_THREADS": str(args.threads),
-    }
     lane = ",".join(f"{row}:{seed}" for row, seed in jobs)
     command = [
         sys.executable,
@@ -97,7 +94,7 @@ def start_lane(
         lane,
         *overrides,
     ]
-    return subprocess.Popen(command, env=env, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    return subprocess.Popen(command, **pinned([core], args.threads))
 
 
 def run_lane(jobs: list[tuple[str, int]], args: argparse.Namespace, overrides: list[str]) -> int:

@@ -25,6 +25,7 @@ from harness import (
     machine_record,
     markdown_table,
     medians,
+    pinned,
     results_header,
     time_calls,
     training_step,
@@ -49,16 +50,11 @@ def run_workers(attention: str, steps: int, layout: str, cores: list[int]) -> fl
     batch = 64
     jobs = [(cores, len(cores))] if layout == "one" else [([core], 1) for core in cores]
     procs = []
-    for pinned, threads in jobs:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    for job_cores, threads in jobs:
         command = [sys.executable, __file__, "--worker", attention, str(steps), str(threads)]
         procs.append(
             subprocess.Popen(
-                command,
-                env=env,
-                stdout=subprocess.PIPE,
-                text=True,
-                preexec_fn=lambda pinned=pinned: os.sched_setaffinity(0, set(pinned)),
+                command, stdout=subprocess.PIPE, text=True, **pinned(job_cores, threads)
             )
         )
     seconds = [float(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]

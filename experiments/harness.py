@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -165,6 +166,15 @@ def reset_peak_rss() -> bool:
 
 
 # ----------------------------------------------------------------------------- machine and files
+
+
+def pinned(cores: Iterable[int], threads: int) -> dict[str, Any]:
+    """``subprocess`` keyword arguments that run a process on ``cores`` alone with ``threads``
+    OpenMP / MKL threads: ``env`` and ``preexec_fn``. Pinned, because the kernel of this
+    project's VMs left unpinned niced jobs stacked on one core."""
+    chosen = set(cores)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return {"env": env, "preexec_fn": lambda: os.sched_setaffinity(0, chosen)}
 
 
 def machine_record(precision: str | None, extra: str = "", **info: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import machine_record, markdown_table, write_results
+from harness import machine_record, markdown_table, pinned, write_results
 
 #: Overrides of the measured trials (both searches).
 TRIAL_OVERRIDES = [
@@ -63,12 +63,9 @@ def run_search(
         f"hydra.run.dir={folder}",
         *overrides,
     ]
-    env, pin = dict(os.environ), None
-    if core is not None:
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        pin = lambda: os.sched_setaffinity(0, {core})  # noqa: E731
+    lane = {} if core is None else pinned([core], 1)
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, preexec_fn=pin)
+    subprocess.run(command, check=True, **lane)
     seconds = time.perf_counter() - start
     with open(folder / "trials.csv") as file:
         rows = list(csv.DictReader(file))
