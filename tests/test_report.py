@@ -396,10 +396,26 @@ def test_report_draws_and_tabulates_the_validation_curves(tmp_path) -> None:
     lines = {line.split(" | ")[0][2:]: line for line in markdown.splitlines()}
     # Mean over seeds 0, 1, 2 at epoch 10: VAL + 2 i + 1; Rank-1 3 points lower.
     # last three validations: 30, 40, 50 (+ offsets) apart; 75, 75.5, 75.2 within 1 point
-    assert lines["Baseline"].endswith("| 10 | 48.00 | 51.00 | not levelled | no |")
-    assert lines["+Tri"].endswith("| 10 | 75.20 | 78.20 | 6 | yes |")
-    assert lines["+CBAM (Ours)"].endswith("| 10 | 83.20 | 86.20 | 6 | yes |")
+    assert lines["Baseline"].endswith("| 10 | 48.00 | 51.00 | not levelled | no | 3 |")
+    assert lines["+Tri"].endswith("| 10 | 75.20 | 78.20 | 6 | yes | 3 |")
+    assert lines["+CBAM (Ours)"].endswith("| 10 | 83.20 | 86.20 | 6 | yes | 3 |")
     assert "![validation curves](ablation_validation_curves.png)" in markdown
+
+
+def test_curves_leave_out_a_seed_that_validated_fewer_epochs(tmp_path) -> None:
+    sweep = _fabricate(tmp_path / "sweep", tmp_path / "data", curves=True, cli_seeds=True)
+    # CBAM seed 2 skips the validations of epochs 4 and 8 (as an epoch-length bug once did).
+    path = sweep / "cbam-seed2" / "csv" / "metrics.csv"
+    kept = [line for line in path.read_text().splitlines() if line.split(",")[0] not in ("3", "7")]
+    path.write_text("\n".join(kept) + "\n")
+    write_report(sweep)
+    markdown = (sweep / "ablation.md").read_text()
+    lines = {line.split(" | ")[0][2:]: line for line in markdown.splitlines()}
+    # Mean of seeds 0 and 1 only: VAL + 2 * 5 + 0.5 at epoch 10.
+    assert lines["+CBAM (Ours)"].endswith(
+        "| 10 | 82.70 | 85.70 | 6 | yes | 2; left out: seed 2 (3 of 5 validations) |"
+    )
+    assert lines["+ECA"].endswith("| yes | 3 |")
 
 
 def test_curves_need_every_jobs_log(tmp_path) -> None:

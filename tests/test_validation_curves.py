@@ -87,6 +87,33 @@ def test_row_curve_is_mean_min_max_over_seeds_at_common_epochs() -> None:
     assert curve.levelled(tolerance=10.0, confirm=1) == 4  # 33 - 23 = 10 <= 10
 
 
+def test_complete_row_curve_leaves_out_a_seed_that_skipped_validations() -> None:
+    from reid_attn.runs.validation_curves import complete_row_curve
+
+    def log(epochs, values):
+        return ValidationLog(
+            np.array(epochs), {"mAP": np.array(values, float), "rank1": np.zeros(len(epochs))}
+        )
+
+    full_a = log([1, 2, 3, 4, 5], [10, 50, 70, 80, 80.5])
+    full_b = log([1, 2, 3, 4, 5], [20, 60, 72, 82, 82.5])
+    sparse = log([1, 3, 5], [30, 40, 95])
+    curve = complete_row_curve("+CBAM", {"seed 0": full_a, "seed 1": full_b, "seed 2": sparse})
+    # Seeds 0 and 1 at every epoch; seed 2 is named with its count, and its values count nowhere.
+    assert curve.seeds == 2 and curve.epochs.tolist() == [1, 2, 3, 4, 5]
+    assert curve.mean["mAP"] == pytest.approx([15, 55, 71, 81, 81.5])
+    assert curve.left_out == ("seed 2 (3 of 5 validations)",)
+    # All complete, or none complete: every seed counts, at the epochs they share.
+    both = complete_row_curve("r", {"seed 0": full_a, "seed 1": full_b})
+    assert both.seeds == 2 and both.left_out == ()
+    other_sparse = log([2, 3, 5], [1, 2, 3])
+    none = complete_row_curve("r", {"seed 0": sparse, "seed 1": other_sparse})
+    assert none.seeds == 2 and none.left_out == () and none.epochs.tolist() == [3, 5]
+    assert none.mean["mAP"] == pytest.approx([21, 49])
+    with pytest.raises(ValueError, match="no validation logs"):
+        complete_row_curve("x", {})
+
+
 def test_row_curve_bad_input() -> None:
     with pytest.raises(ValueError, match="no validation logs"):
         row_curve("x", [])

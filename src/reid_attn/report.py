@@ -27,7 +27,7 @@ from reid_attn.runs.comparison import CONFIDENCE, Difference, seeds_for_half_wid
 from reid_attn.runs.machine import machine_line
 from reid_attn.runs.sweeps import AblationRow, SweepError, collect, job_machines, sweep_config
 from reid_attn.runs.timing import epoch_seconds, job_wall_seconds
-from reid_attn.runs.validation_curves import RowCurve, read_validation_log, row_curve
+from reid_attn.runs.validation_curves import RowCurve, complete_row_curve, read_validation_log
 from reid_attn.viz.ablation import ablation_figure, save_figure, validation_curves_figure
 
 __all__ = [
@@ -307,24 +307,31 @@ def _curves(rows: list[AblationRow]) -> list[RowCurve]:
             f"{len(lacking)} of {len(logs)} jobs have no validation lines in csv/metrics.csv "
             f"(curves need every job's): {', '.join(lacking)}"
         )
-    return [row_curve(r.name, [logs[job] for job in r.jobs]) for r in rows]
+    return [
+        complete_row_curve(
+            r.name, {f"seed {seed}": logs[job] for seed, job in zip(r.seeds, r.jobs, strict=True)}
+        )
+        for r in rows
+    ]
 
 
 def curves_table(curves: list[RowCurve]) -> str:
     """Per row: last validated epoch, mean validation figures there, the epoch from which the
     mean validation mAP gains at most 1 point (confirmed by 2 later validations), and whether
-    its last three validations lie within 1 point (levelled off by the end)."""
+    its last three validations lie within 1 point (levelled off by the end); and the seeds
+    the curve averages, naming any left out for validating fewer epochs."""
     lines = [
         "| row | last epoch | val Rank-1 | val mAP | val mAP levelled from epoch "
-        "| last 3 validations within 1 point |",
-        "|---|---:|---:|---:|---|---|",
+        "| last 3 validations within 1 point | seeds in the curve |",
+        "|---|---:|---:|---:|---|---|---|",
     ]
     for c in curves:
         levelled = c.levelled()
         lines.append(
             f"| {c.name} | {c.epochs[-1]} | {c.mean['rank1'][-1]:.2f} | {c.mean['mAP'][-1]:.2f} "
             f"| {'not levelled' if levelled is None else levelled} "
-            f"| {'yes' if c.settled() else 'no'} |"
+            f"| {'yes' if c.settled() else 'no'} "
+            f"| {c.seeds}{'; left out: ' + ', '.join(c.left_out) if c.left_out else ''} |"
         )
     return "\n".join(lines)
 
@@ -415,7 +422,9 @@ def write_report(
         written.append(curves_path)
         sections += [
             "## Validation curves\n",
-            "Held-out training identities (never the test split), mean over seeds.\n",
+            "Held-out training identities (never the test split), mean over seeds. A seed that "
+            "validated fewer epochs than the others of its row is left out of the row's curve "
+            "(it would cut the curve to the epochs it shares), and named.\n",
             curves_table(curves),
             f"\n![validation curves]({curves_path.name})\n",
         ]

@@ -79,7 +79,9 @@ def settled_at_end(values: np.ndarray, count: int = 3, tolerance: float = 1.0) -
 @dataclass
 class RowCurve:
     """One ablation row's curves over its seeds, at the epochs every seed validated:
-    mean, minimum and maximum over seeds per key (percent)."""
+    mean, minimum and maximum over seeds per key (percent). ``left_out``: the seeds that
+    validated fewer epochs than the others and are not in the curve, each with its count
+    (see :func:`complete_row_curve`)."""
 
     name: str
     epochs: np.ndarray
@@ -87,6 +89,7 @@ class RowCurve:
     low: dict[str, np.ndarray]
     high: dict[str, np.ndarray]
     seeds: int
+    left_out: tuple[str, ...] = ()
 
     def levelled(self, tolerance: float = 1.0, confirm: int = 2, window: int = 1) -> int | None:
         """:func:`levelled_epoch` of the mean validation mAP (its :func:`trailing_mean` over
@@ -122,3 +125,23 @@ def row_curve(name: str, logs: list[ValidationLog]) -> RowCurve:
         {k: v.max(0) for k, v in stacked.items()},
         len(logs),
     )
+
+
+def complete_row_curve(name: str, logs: dict[str, ValidationLog]) -> RowCurve:
+    """:func:`row_curve` of the seeds (``logs``: label -> log) that validated every epoch any
+    seed of the row validated. A seed that skipped validations would cut the curve down to
+    the epochs it shares with the others, so it is left out and named in
+    :attr:`RowCurve.left_out` with its count, e.g. ``"seed 2 (9 of 30 validations)"``. When
+    no seed validated them all, every seed counts, at the epochs they share."""
+    every = [log.epochs for log in logs.values()]
+    union = np.unique(np.concatenate(every)) if every else np.array([])
+    complete = [label for label, log in logs.items() if log.epochs.size == len(union)]
+    if not complete or len(complete) == len(logs):
+        return row_curve(name, list(logs.values()))
+    curve = row_curve(name, [logs[label] for label in complete])
+    curve.left_out = tuple(
+        f"{label} ({logs[label].epochs.size} of {len(union)} validations)"
+        for label in logs
+        if label not in complete
+    )
+    return curve
