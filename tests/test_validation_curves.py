@@ -112,6 +112,15 @@ def test_complete_row_curve_leaves_out_a_seed_that_skipped_validations() -> None
     assert none.mean["mAP"] == pytest.approx([21, 49])
     with pytest.raises(ValueError, match="no validation logs"):
         complete_row_curve("x", {})
+    # The figure's legend says how many of the row's seeds its curve averages.
+    from reid_attn.viz.ablation import validation_curves_figure
+
+    fig = validation_curves_figure([curve, both, row_curve("one", [full_a])], "t")
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "+CBAM (2 of 3 seeds)",
+        "r (2 seeds)",
+        "one",
+    ]
 
 
 def test_row_curve_bad_input() -> None:

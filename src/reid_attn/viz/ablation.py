@@ -86,14 +86,17 @@ def ablation_figure(
 
 def validation_curves_figure(curves: Sequence[RowCurve], title: str) -> Figure:
     """Validation mAP and Rank-1 against epoch: one line per row (mean over its seeds) with
-    the seeds' range shaded; one legend for both panels, beside them."""
+    the seeds' range shaded; one legend for both panels, beside them, giving each row's seeds
+    in the curve (e.g. "2 of 3 seeds" when one is left out)."""
     fig = Figure(figsize=(12, 4.4), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
     colours = [f"C{i}" for i in range(10)]
     for ax, key in zip(axes, CURVE_COLUMNS, strict=True):
         for i, curve in enumerate(curves):
             colour = colours[i % len(colours)]
-            label = curve.name if curve.seeds == 1 else f"{curve.name} ({curve.seeds} seeds)"
+            total = curve.seeds + len(curve.left_out)
+            of_total = f" of {total}" if curve.left_out else ""
+            label = curve.name if total == 1 else f"{curve.name} ({curve.seeds}{of_total} seeds)"
             ax.plot(curve.epochs, curve.mean[key], marker="o", ms=3, color=colour, label=label)
             if curve.seeds > 1:
                 ax.fill_between(
