@@ -102,7 +102,7 @@ def _fabricate(
             if curves:
                 _write_validation_log(job, row, seed)
             if (row, seed) not in skip:
-                metrics = _metrics(ROWS.index(row), seed)
+                metrics = _metrics([*ROWS, "cbam_bn"].index(row), seed)
                 (job / "metrics.json").write_text(json.dumps(metrics))
     return sweep
 
@@ -316,6 +316,21 @@ def test_rows_may_have_more_seeds_than_others(tmp_path) -> None:
     markdown = (tmp_path / "out" / "ablation.md").read_text()
     assert "over seeds (0, 1 for 2 rows; 0 for 4 rows)" in markdown
     assert "| +Tri | — |" not in markdown and "| +Tri | 35.00 / 25.00 | — |" in markdown
+
+
+def test_headline_is_ours_against_the_baseline_when_a_row_follows_ours(tmp_path) -> None:
+    """cbam_bn (order 6, no paper figures) runs after Ours: the headline stays Ours."""
+    data = tmp_path / "data"
+    a = _fabricate(tmp_path / "a", data)
+    b = _fabricate(tmp_path / "b", data, rows=["cbam_bn"])
+    write_report([a, b], out=tmp_path / "out")
+    markdown = (tmp_path / "out" / "ablation.md").read_text()
+    # cbam_bn is 30 points above the Baseline, Ours 25; the interval's half-width is 2.267.
+    assert "| +CBAM (authors' code) | +30.00 [+27.73, +32.27] |" in markdown
+    assert (
+        "Headline difference, +CBAM (Ours) minus Baseline, mAP with its 95% Welch interval "
+        "over 3 and 3 seeds: +25.00 [+22.73, +27.27]" in markdown
+    )
 
 
 def test_merge_refuses_rows_without_the_common_seeds(tmp_path) -> None:

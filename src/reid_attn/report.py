@@ -230,11 +230,20 @@ def differences_table(rows: list[AblationRow]) -> str:
     return "\n".join(lines)
 
 
+def headline_row(rows: list[AblationRow]) -> AblationRow:
+    """The row the headline compares with the first (the Baseline): the last row after the
+    first that has the paper's mAP (the paper gives its figures for Ours), else the last row.
+    A row outside the paper's table, such as ``cbam_bn`` after Ours, is never the headline."""
+    with_paper = [r for r in rows[1:] if r.paper_mAP is not None]
+    return with_paper[-1] if with_paper else rows[-1]
+
+
 def seed_count_text(rows: list[AblationRow], half_width: float = 5.0) -> str:
-    """How the seed count follows from the measured spread: for the headline comparison (the
-    last row against the first, Ours against the Baseline), the mAP interval now and the
-    seeds per row that make it no wider than ``+-half_width`` points at the measured stds."""
-    base, ours = rows[0], rows[-1]
+    """How the seed count follows from the measured spread: for the headline comparison
+    (:func:`headline_row` against the first row, Ours against the Baseline), the mAP interval
+    now and the seeds per row that make it no wider than ``+-half_width`` points at the
+    measured stds."""
+    base, ours = rows[0], headline_row(rows)
     diff = welch_difference(ours.values["mAP"], base.values["mAP"])
     if min(len(ours.seeds), len(base.seeds)) < 2:
         return (
