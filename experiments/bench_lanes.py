@@ -5,10 +5,14 @@ two cores train more images a second: the training step of ``experiment=ablation
 64x32, batch 16 x 4, Adam; the harness's ``training_step``, as bench_train.py's) on random
 images, in (a) one process with ``--cores`` threads and
 (b) ``--cores`` processes with one thread each, pinned to one core each, started together.
-Rounds interleave a and b (a b, b a, ...); medians are reported. Writes
+Rounds interleave a and b (a b, b a, ...); medians are reported. With ``--epochs N`` it also
+times whole jobs, as the ablation runs them: ``python -m reid_attn.train
+experiment=ablation_cpu`` for N epochs (validation every epoch, checkpoints, the test at the
+end), (a) one job per core one after another at ``--cores`` threads, against (b) one job per
+core at once, pinned, one thread each; jobs an hour. Writes
 experiments/results/bench_lanes.{json,md} with the machine line.
 
-    python experiments/bench_lanes.py [--rows none,cbam] [--steps 6] [--rounds 2]
+    python experiments/bench_lanes.py [--rows none,cbam] [--steps 6] [--rounds 2] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from harness import (
     RESULTS,
@@ -61,10 +68,48 @@ def run_workers(attention: str, steps: int, layout: str, cores: list[int]) -> fl
     return len(procs) * steps * batch / max(seconds)
 
 
+#: The ablation row that trains each attention with the joint circle loss (the step's loss).
+ABLATION_ROW = {"none": "tri_cir", "se": "se", "eca": "eca", "cbam": "cbam", "cbam_bn": "cbam_bn"}
+
+
+def run_jobs(attention: str, epochs: int, layout: str, cores: list[int], out: Path) -> float:
+    """Jobs an hour of ``len(cores)`` whole ``epochs``-epoch ablation_cpu training jobs (seeds
+    0, 1, ...) run one after another on all cores (``one``) or at once, one pinned
+    single-thread job per core (``lanes``)."""
+    runs = [
+        [
+            sys.executable,
+            "-m",
+            "reid_attn.train",
+            "experiment=ablation_cpu",
+            f"ablation={ABLATION_ROW[attention]}",
+            f"seed={seed}",
+            f"trainer.max_epochs={epochs}",
+            f"hydra.run.dir={out / f'{layout}-{attention}-{seed}-{time.time_ns()}'}",
+        ]
+        for seed in range(len(cores))
+    ]
+    start = time.perf_counter()
+    if layout == "one":
+        for command in runs:
+            subprocess.run(command, check=True, capture_output=True, **pinned(cores, len(cores)))
+    else:
+        procs = [
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, **pinned([core], 1))
+            for command, core in zip(runs, cores, strict=True)
+        ]
+        if any(proc.wait() for proc in procs):
+            sys.exit(f"a lane's training job failed: {runs}")
+    return 3600 * len(runs) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="none,cbam", help="attention types to measure")
     add_bench_args(parser, steps=6, rounds=2, out=RESULTS)
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="also time whole jobs of this many epochs (0: no)"
+    )
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -81,12 +126,27 @@ def main() -> None:
         )
         results[attention] = medians(runs)
         print(attention, {k: round(v, 1) for k, v in results[attention].items()}, flush=True)
+    jobs = {}
+    with tempfile.TemporaryDirectory(prefix="bench_lanes_") as out:
+        for attention in args.rows.split(",") if args.epochs else []:
+            runs = interleaved(
+                ["one", "lanes"],
+                lambda layout, attention=attention: run_jobs(
+                    attention, args.epochs, layout, cores, Path(out)
+                ),
+                args.rounds,
+            )
+            jobs[attention] = medians(runs)
+            print(attention, "jobs/h", {k: round(v, 2) for k, v in jobs[attention].items()})
+    epochs_flag = f" --epochs {args.epochs}" if args.epochs else ""
     result = {
         "command": f"python experiments/bench_lanes.py --rows {args.rows} --steps {args.steps} "
-        f"--rounds {args.rounds}",
+        f"--rounds {args.rounds}{epochs_flag}",
         **machine_record("32-true", threads=len(cores)),
         "steps": args.steps,
         "results": results,
+        "epochs": args.epochs,
+        "jobs_per_hour": jobs,
     }
     columns = ["attention", f"one job, {len(cores)} threads", f"{len(cores)} single-thread lanes"]
     rows = [
@@ -100,6 +160,21 @@ def main() -> None:
         "",
         *markdown_table([*columns, "lanes / one"], rows, "lrrr"),
     ]
+    if jobs:
+        job_rows = [
+            [name, f"{r['one']:.2f}", f"{r['lanes']:.2f}", f"{r['lanes'] / r['one']:.2f}"]
+            for name, r in jobs.items()
+        ]
+        lines += [
+            "",
+            f"Whole jobs: `python -m reid_attn.train experiment=ablation_cpu` ({args.epochs} "
+            "epochs, validation every epoch, checkpoints, the test at the end), the row that "
+            f"trains each attention with the joint circle loss; {len(cores)} jobs one after "
+            "another at all threads, or at once in pinned single-thread lanes; jobs an hour, "
+            f"median of {args.rounds} interleaved rounds.",
+            "",
+            *markdown_table([*columns, "lanes / one"], job_rows, "lrrr"),
+        ]
     print((write_results(result, lines, "bench_lanes", args.out)).read_text())
 
 
