@@ -2,9 +2,10 @@
 
 Each lane is a sequence of jobs run one after another by ``python -m reid_attn.train
 experiment=ablation_cpu ablation=ROW seed=SEED`` into ``OUT/PART/ROW-seedSEED``, pinned to its
-own CPU core with ``--threads`` intra-op threads (on this project's 2-core machines two
-single-thread lanes train more images a second than one two-thread job, and the kernel's load
-balancer left unpinned niced jobs stacked on one core: see experiments/results/ablation_cpu.md).
+own CPU core with ``--threads`` intra-op threads (on this project's 2-core Intel Xeon two
+single-thread lanes finish 1.11x the whole jobs an hour of one two-thread job at a time,
+experiments/results/bench_lanes.md, and the kernel's load balancer left unpinned niced jobs
+stacked on one core: see docs/ablation.md).
 A job whose folder holds ``metrics.json`` is skipped; one holding ``checkpoints/last.ckpt``
 (killed) is resumed with ``resume=true``, so running the same command again finishes a part.
 Each finished job's record (config.yaml, metrics.json, machine.json, csv/ and tensorboard/
