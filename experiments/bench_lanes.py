@@ -89,18 +89,20 @@ def run_jobs(attention: str, epochs: int, layout: str, cores: list[int], out: Pa
         ]
         for seed in range(len(cores))
     ]
-    start = time.perf_counter()
-    if layout == "one":
-        for command in runs:
-            subprocess.run(command, check=True, capture_output=True, **pinned(cores, len(cores)))
-    else:
-        procs = [
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, **pinned([core], 1))
-            for command, core in zip(runs, cores, strict=True)
-        ]
-        if any(proc.wait() for proc in procs):
-            sys.exit(f"a lane's training job failed: {runs}")
-    return 3600 * len(runs) / (time.perf_counter() - start)
+
+    def start(command: list[str], job_cores: list[int]) -> subprocess.Popen:
+        threads = len(job_cores)
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, **pinned(job_cores, threads))
+
+    begin = time.perf_counter()
+    if layout == "one":  # one after another, each on every core
+        codes = [start(command, cores).wait() for command in runs]
+    else:  # all at once, one core each
+        procs = [start(command, [core]) for command, core in zip(runs, cores, strict=True)]
+        codes = [proc.wait() for proc in procs]
+    if any(codes):
+        sys.exit(f"a training job failed ({layout}): {runs}")
+    return 3600 * len(runs) / (time.perf_counter() - begin)
 
 
 def main() -> None:
